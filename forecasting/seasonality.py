@@ -1,0 +1,41 @@
+"""Seasonal periods and lag sets chosen from a pandas frequency.
+
+Written here rather than taken from `gluonts.time_feature` because importing GluonTS costs ~7 s,
+which the serving path and the CLI cannot pay; the rules are the same in spirit: the lags around
+one and two days and one week, plus the last few steps.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DAY, WEEK = pd.Timedelta(days=1), pd.Timedelta(days=7)
+
+
+def step_of(freq: str) -> pd.Timedelta:
+    return pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+
+
+def season_length(freq: str) -> int:
+    """The main seasonal period in steps: a day for sub-daily data, a week for daily data."""
+    step = step_of(freq)
+    if step < DAY:
+        return max(1, int(DAY / step))
+    if step < WEEK:
+        return max(1, int(WEEK / step))
+    return 1
+
+
+def lags_for(freq: str, max_lag: int | None = None) -> list[int]:
+    """Lag indices (1 = previous step) for an autoregressive model at this frequency."""
+    step = step_of(freq)
+    lags = set(range(1, 8))
+    periods = []
+    if step < DAY:
+        periods += [int(DAY / step), 2 * int(DAY / step)]
+    if step < WEEK:
+        periods.append(int(WEEK / step))
+    for period in periods:
+        lags.update({period - 1, period, period + 1})
+    chosen = sorted(lag for lag in lags if lag >= 1)
+    return [lag for lag in chosen if max_lag is None or lag <= max_lag]
