@@ -44,8 +44,8 @@ def generate_frame(spec: SyntheticSpec = SyntheticSpec()) -> pd.DataFrame:
     times = pd.date_range(spec.start, periods=int(pd.Timedelta(days=spec.days) / pd.Timedelta(
         pd.tseries.frequencies.to_offset(spec.freq))), freq=spec.freq)
     n, t = spec.num_clusters, len(times)
-    hour = (times.hour + times.minute / 60).to_numpy()[None, :]
-    weekend = (times.dayofweek >= 5).to_numpy()[None, :]
+    hour = np.asarray(times.hour + times.minute / 60)[None, :]
+    weekend = np.asarray(times.dayofweek >= 5)[None, :]
     elapsed = np.linspace(0.0, 1.0, t)[None, :]
 
     level = rng.lognormal(np.log(120), 0.6, size=(n, 1))
@@ -89,7 +89,7 @@ def generate_panel(spec: SyntheticSpec = SyntheticSpec()) -> Panel:
 
 def _regional_temperature(rng: np.random.Generator, times: pd.DatetimeIndex, regions: int) -> np.ndarray:
     """Daily swing plus a slow weather pattern per region (an AR(1) walk, smoothed)."""
-    hour = (times.hour + times.minute / 60).to_numpy()
+    hour = np.asarray(times.hour + times.minute / 60)
     base = rng.uniform(14, 24, size=(regions, 1))
     swing = rng.uniform(4, 9, size=(regions, 1))
     weather = np.cumsum(rng.normal(0, 0.15, size=(regions, len(times))), axis=1)
