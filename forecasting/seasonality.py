@@ -7,6 +7,7 @@ one and two days and one week, plus the last few steps.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 DAY, WEEK = pd.Timedelta(days=1), pd.Timedelta(days=7)
@@ -39,3 +40,25 @@ def lags_for(freq: str, max_lag: int | None = None) -> list[int]:
         lags.update({period - 1, period, period + 1})
     chosen = sorted(lag for lag in lags if lag >= 1)
     return [lag for lag in chosen if max_lag is None or lag <= max_lag]
+
+
+def time_features(index: pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """Calendar position of each timestamp, each feature scaled to [-0.5, 0.5]: `[len(index), features]`.
+
+    Only the features finer than a week that the frequency can resolve (an hourly series gets
+    hour-of-day, day-of-week, day-of-month and day-of-year; a daily one drops the hour)."""
+    step = step_of(freq)
+    columns = []
+    if step < pd.Timedelta(hours=1):
+        columns.append(index.minute / 59.0 - 0.5)
+    if step < DAY:
+        columns.append(index.hour / 23.0 - 0.5)
+    if step < WEEK:
+        columns.append(index.dayofweek / 6.0 - 0.5)
+    columns.append((index.day - 1) / 30.0 - 0.5)
+    columns.append((index.dayofyear - 1) / 365.0 - 0.5)
+    return np.stack([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
+
+
+def num_time_features(freq: str) -> int:
+    return time_features(pd.date_range("2000-01-01", periods=1, freq=freq), freq).shape[1]

@@ -1,0 +1,188 @@
+"""The user-facing DeepAR forecaster: configure, `fit(panel)`, `predict(panel, horizon, samples)`.
+
+Follows GluonTS's split: the network lives in `model.py`, the training policy in `lightning.py`,
+and this builder wires data, network and `Trainer(accelerator="auto")` together, so one config
+trains on a CPU, one GPU (bf16/16-mixed) or several (DDP) without edits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from forecasting.data import Panel
+from forecasting.forecast import Forecast
+from forecasting.model import NetworkConfig
+from forecasting.predictor import DeepARPredictor, ModelMetadata
+from forecasting.seasonality import lags_for, num_time_features
+from forecasting.windows import CovariateScaler, WindowShape, build_tensors
+
+
+@dataclass(frozen=True)
+class DeepARConfig:
+    prediction_length: int = 48
+    context_length: int | None = None  # default: the prediction length
+    lags: tuple[int, ...] | None = None  # default: chosen from the frequency
+    hidden_size: int = 40
+    num_layers: int = 2
+    dropout: float = 0.1
+    embedding_dim: int = 8
+    distribution: str = "student_t"
+    batch_size: int = 32
+    batches_per_epoch: int = 50
+    max_epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-8
+    gradient_clip: float = 10.0
+    patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
+    validate: bool = True  # hold out each series' last prediction_length steps for validation
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_threads: int | None = None  # CPU threads; default: the CPUs this process may use
+    progress_bar: bool = False
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("prediction_length", "hidden_size", "num_layers", "embedding_dim", "batch_size",
+                    "batches_per_epoch", "max_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.context_length is not None and self.context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {self.context_length}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lags is not None and (not self.lags or min(self.lags) < 1):
+            raise ValueError(f"lags must be positive integers, got {self.lags}")
+
+
+@dataclass
+class FitSummary:
+    epochs: int = 0
+    steps: int = 0
+    best_val_loss: float | None = None
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return 0.0 if self.train_seconds == 0 else self.steps / self.train_seconds
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class DeepARForecaster:
+    """Implements the `Forecaster` protocol with the DeepAR-style network."""
+
+    def __init__(self, config: DeepARConfig | dict[str, Any] | None = None, **overrides: Any) -> None:
+        if isinstance(config, dict):
+            config = DeepARConfig(**config)
+        self.config = replace(config or DeepARConfig(), **overrides)
+        self.predictor: DeepARPredictor | None = None
+        self.summary = FitSummary()
+
+    def network_config(self, panel: Panel) -> NetworkConfig:
+        cfg = self.config
+        return NetworkConfig(
+            freq=panel.freq,
+            lags=tuple(cfg.lags or lags_for(panel.freq)),
+            context_length=cfg.context_length or cfg.prediction_length,
+            prediction_length=cfg.prediction_length,
+            num_clusters=len(panel.cluster_ids),
+            num_time_features=num_time_features(panel.freq),
+            num_known=len(panel.known_covariates),
+            num_past=len(panel.past_covariates),
+            embedding_dim=cfg.embedding_dim,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout,
+            distribution=cfg.distribution,
+        )
+
+    def fit(self, panel: Panel, *, callbacks: Sequence[Any] = (), logger: Any = False) -> DeepARForecaster:
+        import lightning.pytorch as pl
+
+        from forecasting.lightning import BestWeights, DeepARLightningModule, EpochHistory, WindowDataModule
+
+        cfg = self.config
+        torch.set_num_threads(cfg.num_threads or available_cpus())
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        network_config = self.network_config(panel)
+        shape = WindowShape(max(network_config.lags), network_config.context_length, cfg.prediction_length)
+        metadata = ModelMetadata(
+            network=network_config,
+            cluster_vocab={c: i for i, c in enumerate(panel.cluster_ids)},
+            known=CovariateScaler.fit(panel, panel.known_covariates),
+            past=CovariateScaler.fit(panel, panel.past_covariates),
+        )
+        tensors = build_tensors(panel, known=metadata.known, past=metadata.past,
+                                cluster_vocab=metadata.cluster_vocab, left_pad=shape.span)
+        data = WindowDataModule(tensors, shape, cfg.batch_size, cfg.batches_per_epoch, cfg.seed, cfg.validate)
+        module = DeepARLightningModule(network_config, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        monitor = "val_loss" if cfg.validate else "train_loss"
+        best = BestWeights(monitor)
+        history = EpochHistory()
+        all_callbacks: list[Any] = [best, history, *callbacks]
+        if cfg.patience > 0:
+            all_callbacks.append(pl.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, mode="min"))
+        if cfg.checkpoint_dir:
+            all_callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=cfg.checkpoint_dir, monitor=monitor,
+                                                              save_top_k=1, save_last=True))
+        with _quiet_lightning(verbose=cfg.progress_bar):
+            trainer = pl.Trainer(
+                accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
+                max_epochs=cfg.max_epochs, gradient_clip_val=cfg.gradient_clip, callbacks=all_callbacks,
+                logger=logger, enable_checkpointing=bool(cfg.checkpoint_dir), enable_progress_bar=cfg.progress_bar,
+                enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=max(1, cfg.batches_per_epoch),
+            )
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=data)
+            elapsed = time.perf_counter() - started
+
+        network = module.network.cpu()
+        if best.state is not None:
+            network.load_state_dict(best.state)
+        self.predictor = DeepARPredictor(network, metadata)
+        self.summary = FitSummary(
+            epochs=trainer.current_epoch, steps=trainer.global_step * cfg.batch_size,
+            best_val_loss=best.score, train_seconds=elapsed, history=history.rows)
+        return self
+
+    def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0) -> Forecast:
+        if self.predictor is None:
+            raise RuntimeError("call fit() before predict()")
+        return self.predictor.predict(panel, horizon, num_samples, seed=seed)
+
+
+
+@contextlib.contextmanager
+def _quiet_lightning(verbose: bool) -> Iterator[None]:
+    """Lightning's start-up banners (devices, tips) and a known deprecation warning from its
+    internals drown the job's own output; keep them only when a progress bar was asked for."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    if not verbose:
+        log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            yield
+    finally:
+        log.setLevel(level)

@@ -1,0 +1,126 @@
+"""Training policy (Lightning): the loss, optimiser and logging around `DeepARNetwork`, and the
+data module that serves windows sampled straight from panel tensors.
+
+Imported only by training code: predicting with a saved model never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from forecasting.model import DeepARNetwork, NetworkConfig
+from forecasting.windows import PanelTensors, WindowSampler, WindowShape, last_windows
+
+
+class DeepARLightningModule(pl.LightningModule):
+    def __init__(self, config: NetworkConfig, lr: float = 1e-3, weight_decay: float = 1e-8) -> None:
+        super().__init__()
+        self.save_hyperparameters({"network": config.to_dict(), "lr": lr, "weight_decay": weight_decay})
+        self.network = DeepARNetwork(config)
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.network.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["target"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self.network.loss(batch, horizon_only=True)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=batch["target"].shape[0])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class _SampledWindows(IterableDataset):
+    """`batches` random batches per epoch, each gathered in one tensor operation.
+
+    Under DDP every process draws its own batches from a generator seeded by (seed, epoch, rank)."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, batches: int, seed: int) -> None:
+        self.sampler, self.batch_size, self.batches, self.seed = sampler, batch_size, batches, seed
+        self.epoch = 0
+        self.rank = 0
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + self.rank)
+        self.epoch += 1
+        for _ in range(self.batches):
+            yield self.sampler.sample(self.batch_size, generator)
+
+
+class _FixedBatches(IterableDataset):
+    def __init__(self, batch: dict, batch_size: int) -> None:
+        self.batch, self.batch_size = batch, batch_size
+
+    def __iter__(self):
+        total = self.batch["target"].shape[0]
+        for lo in range(0, total, self.batch_size):
+            yield {k: v[lo:lo + self.batch_size] for k, v in self.batch.items()}
+
+
+class WindowDataModule(pl.LightningDataModule):
+    """Training windows end before each series' last `horizon` steps; those steps are the validation set."""
+
+    def __init__(self, tensors: PanelTensors, shape: WindowShape, batch_size: int, batches_per_epoch: int,
+                 seed: int = 0, validate: bool = True) -> None:
+        super().__init__()
+        self.tensors, self.shape = tensors, shape
+        self.batch_size, self.batches_per_epoch, self.seed = batch_size, batches_per_epoch, seed
+        self.validate = validate
+        self.train_windows = _SampledWindows(
+            WindowSampler(tensors, shape, holdout=shape.horizon if validate else 0), batch_size, batches_per_epoch, seed)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            self.train_windows.rank = self.trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_windows, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.validate:
+            return []
+        batch = last_windows(self.tensors, self.shape, future=False)
+        return DataLoader(_FixedBatches(batch, max(self.batch_size, 256)), batch_size=None, num_workers=0)
+
+
+class BestWeights(pl.Callback):
+    """Keeps the network weights of the best epoch in memory, to restore after training."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.score: float | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.monitor == "val_loss":
+            self._consider(trainer, module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.monitor == "train_loss":
+            self._consider(trainer, module)
+
+    def _consider(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        if self.score is None or float(value) < self.score:
+            self.score = float(value)
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in module.network.state_dict().items()})
+
+
+class EpochHistory(pl.Callback):
+    """Per-epoch losses, for reports and MLflow."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k in {"train_loss", "val_loss"}}
+        self.rows.append({"epoch": trainer.current_epoch, **row})

@@ -1,0 +1,141 @@
+"""A trained model, ready to forecast: the network plus what it needs to read a panel.
+
+Saved as a folder holding `model.json` (network shape, cluster vocabulary, covariate scaling) and
+`weights.pt` (the state dict). Loading needs torch, numpy and pandas only — no Lightning, no
+GluonTS — so the serving process starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from forecasting.data import Panel
+from forecasting.forecast import Forecast
+from forecasting.model import DeepARNetwork, NetworkConfig
+from forecasting.windows import CovariateScaler, WindowShape, build_tensors, last_windows
+
+FORMAT_VERSION = 1
+MODEL_FILE, WEIGHTS_FILE = "model.json", "weights.pt"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    network: NetworkConfig
+    cluster_vocab: dict[str, int]
+    known: CovariateScaler
+    past: CovariateScaler
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "network": self.network.to_dict(),
+            "cluster_vocab": self.cluster_vocab,
+            "known_covariates": {"names": self.known.names, "mean": self.known.mean, "std": self.known.std},
+            "past_covariates": {"names": self.past.names, "mean": self.past.mean, "std": self.past.std},
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelMetadata:
+        if values.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"model format {values.get('format_version')!r} is not supported "
+                             f"(this version reads {FORMAT_VERSION})")
+        scaler = lambda v: CovariateScaler(tuple(v["names"]), tuple(v["mean"]), tuple(v["std"]))  # noqa: E731
+        return cls(NetworkConfig.from_dict(values["network"]), dict(values["cluster_vocab"]),
+                   scaler(values["known_covariates"]), scaler(values["past_covariates"]))
+
+
+class DeepARPredictor:
+    """Forecasts a panel with a trained `DeepARNetwork`."""
+
+    def __init__(self, network: DeepARNetwork, metadata: ModelMetadata) -> None:
+        self.network = network.eval()
+        self.metadata = metadata
+
+    @property
+    def freq(self) -> str:
+        return self.metadata.network.freq
+
+    def check_panel(self, panel: Panel) -> None:
+        if pd.tseries.frequencies.to_offset(panel.freq) != pd.tseries.frequencies.to_offset(self.freq):
+            raise ValueError(f"{panel.source}: data frequency {panel.freq!r} differs from the model's {self.freq!r}")
+        for kind, expected, given in (("known-future", self.metadata.known.names, panel.known_covariates),
+                                      ("past-only", self.metadata.past.names, panel.past_covariates)):
+            missing = [c for c in expected if c not in given]
+            if missing:
+                raise ValueError(f"{panel.source}: the model needs {kind} covariates {missing}; "
+                                 f"the data declares {list(given)}")
+
+    def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0,
+                max_paths_per_batch: int = 65536) -> Forecast:
+        """Sample paths for every cluster of `panel`, starting one step after its last observation."""
+        if horizon < 1 or num_samples < 1:
+            raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
+        self.check_panel(panel)
+        panel.require_future(horizon)
+        meta = self.metadata
+        shape = WindowShape(max(meta.network.lags), meta.network.context_length, horizon)
+        tensors = build_tensors(panel, known=meta.known, past=meta.past, cluster_vocab=meta.cluster_vocab,
+                                left_pad=shape.span, future_steps=horizon)
+        batch = last_windows(tensors, shape, future=True)
+        generator = torch.Generator().manual_seed(seed)
+        per_chunk = max(1, max_paths_per_batch // num_samples)
+        chunks = []
+        with torch.inference_mode():
+            for lo in range(0, tensors.num_clusters, per_chunk):
+                part = {k: v[lo:lo + per_chunk] for k, v in batch.items()}
+                chunks.append(self.network.sample(part, num_samples, generator))
+        samples = torch.cat(chunks).numpy().astype(np.float64)
+        if not panel.allow_negative:
+            samples = np.clip(samples, 0.0, None)  # demand cannot be negative; the Student-t can be
+        starts = pd.DatetimeIndex(panel.last_observed().to_numpy()) + panel.step
+        return Forecast(panel.cluster_ids, starts, panel.freq, samples)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder atomically (a half-written model is never left at `path`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            (staging / MODEL_FILE).write_text(json.dumps(self.metadata.to_dict(), indent=2))
+            torch.save(self.network.state_dict(), staging / WEIGHTS_FILE)
+            if path.exists():
+                shutil.rmtree(path)
+            staging.rename(path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DeepARPredictor:
+        path = Path(path)
+        if not (path / MODEL_FILE).exists():
+            raise FileNotFoundError(f"{path}: not a shadowcast model folder (no {MODEL_FILE})")
+        metadata = ModelMetadata.from_dict(json.loads((path / MODEL_FILE).read_text()))
+        network = DeepARNetwork(metadata.network)
+        network.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        return cls(network, metadata)
+
+
+def load_predictor(location: str | Path) -> DeepARPredictor:
+    """Load from a model folder, or from MLflow: `models:/shadowcast-dpe@champion`, `models:/name/3`,
+    `runs:/<run id>/model` (the folder is stored under the MLflow model's `artifacts/predictor`)."""
+    text = str(location)
+    if "://" not in text and ":/" not in text:
+        return DeepARPredictor.load(text)
+    import mlflow  # only when a registry or run URI is given
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    candidates = [local, local / "artifacts" / "predictor", local / "predictor"]
+    for candidate in candidates:
+        if (candidate / MODEL_FILE).exists():
+            return DeepARPredictor.load(candidate)
+    raise FileNotFoundError(f"{text}: downloaded to {local} but it holds no shadowcast model")
