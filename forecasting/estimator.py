@@ -144,7 +144,7 @@ class DeepARForecaster:
         if cfg.checkpoint_dir:
             all_callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=cfg.checkpoint_dir, monitor=monitor,
                                                               save_top_k=1, save_last=True))
-        with _quiet_lightning(verbose=cfg.progress_bar):
+        with _quiet_lightning(verbose=False):
             trainer = pl.Trainer(
                 accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
                 max_epochs=cfg.max_epochs, gradient_clip_val=cfg.gradient_clip, callbacks=all_callbacks,
@@ -173,8 +173,8 @@ class DeepARForecaster:
 
 @contextlib.contextmanager
 def _quiet_lightning(verbose: bool) -> Iterator[None]:
-    """Lightning's start-up banners (devices, tips) and a known deprecation warning from its
-    internals drown the job's own output; keep them only when a progress bar was asked for."""
+    """Lightning's start-up banners (devices, cloud tips) and a known deprecation warning from its
+    internals drown the job's own output; `verbose` keeps the banners."""
     log = logging.getLogger("lightning.pytorch")
     level = log.level
     if not verbose:

@@ -8,6 +8,7 @@ GluonTS — so the serving process starts fast.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -127,15 +128,15 @@ class DeepARPredictor:
 
 def load_predictor(location: str | Path) -> DeepARPredictor:
     """Load from a model folder, or from MLflow: `models:/shadowcast-dpe@champion`, `models:/name/3`,
-    `runs:/<run id>/model` (the folder is stored under the MLflow model's `artifacts/predictor`)."""
+    `runs:/<run id>/model` (the folder is stored among the MLflow model's artifacts)."""
     text = str(location)
     if "://" not in text and ":/" not in text:
         return DeepARPredictor.load(text)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # only when a registry or run URI is given
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
-    candidates = [local, local / "artifacts" / "predictor", local / "predictor"]
-    for candidate in candidates:
-        if (candidate / MODEL_FILE).exists():
-            return DeepARPredictor.load(candidate)
-    raise FileNotFoundError(f"{text}: downloaded to {local} but it holds no shadowcast model")
+    found = sorted(local.rglob(MODEL_FILE), key=lambda p: len(p.parts))
+    if not found:
+        raise FileNotFoundError(f"{text}: downloaded to {local} but it holds no shadowcast model ({MODEL_FILE})")
+    return DeepARPredictor.load(found[0].parent)

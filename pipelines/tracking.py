@@ -26,6 +26,9 @@ def tracking_uri(configured: str | None = None) -> str:
 
 def use_experiment(name: str, configured_uri: str | None = None) -> str:
     """Point MLflow at the tracking store and experiment `name` (created if missing); returns its id."""
+    # No usage telemetry leaves the machine (and nothing waits on a network that may be closed).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     uri = tracking_uri(configured_uri)
