@@ -149,7 +149,8 @@ class DeepARForecaster:
                 accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
                 max_epochs=cfg.max_epochs, gradient_clip_val=cfg.gradient_clip, callbacks=all_callbacks,
                 logger=logger, enable_checkpointing=bool(cfg.checkpoint_dir), enable_progress_bar=cfg.progress_bar,
-                enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=max(1, cfg.batches_per_epoch),
+                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.validate else 0,
+                log_every_n_steps=max(1, cfg.batches_per_epoch),
             )
             started = time.perf_counter()
             trainer.fit(module, datamodule=data)

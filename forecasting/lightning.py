@@ -83,9 +83,7 @@ class WindowDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_windows, batch_size=None, num_workers=0)
 
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.validate:
-            return []
+    def val_dataloader(self) -> DataLoader:
         batch = last_windows(self.tensors, self.shape, future=False)
         return DataLoader(_FixedBatches(batch, max(self.batch_size, 256)), batch_size=None, num_workers=0)
 
