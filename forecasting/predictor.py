@@ -75,8 +75,11 @@ class DeepARPredictor:
                                  f"the data declares {list(given)}")
 
     def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0,
-                max_paths_per_batch: int = 65536) -> Forecast:
-        """Sample paths for every cluster of `panel`, starting one step after its last observation."""
+                max_paths_per_batch: int = 65536, device: str = "cpu") -> Forecast:
+        """Sample paths for every cluster of `panel`, starting one step after its last observation.
+
+        Paths of up to `max_paths_per_batch` (clusters × samples) advance together; `device`
+        ("cpu", "cuda") is where the sampling runs."""
         if horizon < 1 or num_samples < 1:
             raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
         self.check_panel(panel)
@@ -86,13 +89,14 @@ class DeepARPredictor:
         tensors = build_tensors(panel, known=meta.known, past=meta.past, cluster_vocab=meta.cluster_vocab,
                                 left_pad=shape.span, future_steps=horizon)
         batch = last_windows(tensors, shape, future=True)
-        generator = torch.Generator().manual_seed(seed)
+        network = self.network.to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
         per_chunk = max(1, max_paths_per_batch // num_samples)
         chunks = []
         with torch.inference_mode():
             for lo in range(0, tensors.num_clusters, per_chunk):
-                part = {k: v[lo:lo + per_chunk] for k, v in batch.items()}
-                chunks.append(self.network.sample(part, num_samples, generator))
+                part = {k: v[lo:lo + per_chunk].to(device) for k, v in batch.items()}
+                chunks.append(network.sample(part, num_samples, generator).cpu())
         samples = torch.cat(chunks).numpy().astype(np.float64)
         if not panel.allow_negative:
             samples = np.clip(samples, 0.0, None)  # demand cannot be negative; the Student-t can be

@@ -7,6 +7,7 @@ the torch-only predictor folder), registered under `mlflow.register_as`.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,24 @@ def validation_scores(forecast: Forecast, actuals) -> dict[str, float]:
     }
 
 
-def train(config: TrainConfig, panel: Panel, *, run_name: str = "train", tags: dict[str, str] | None = None) -> TrainResult:
-    """Fit on `panel` (its last `horizon` steps are the validation window) and log everything."""
+def is_primary_process() -> bool:
+    """False in the extra processes Lightning's DDP launcher starts (they re-run the same command)."""
+    return all(int(os.environ.get(name, "0")) == 0 for name in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def train(config: TrainConfig, panel: Panel, *, run_name: str = "train",
+          tags: dict[str, str] | None = None) -> TrainResult | None:
+    """Fit on `panel` (its last `horizon` steps are the validation window) and log everything.
+
+    Under multi-process DDP only the primary process logs and registers; the others only take
+    part in the fit and get `None`."""
     import mlflow
 
     output = Path(config.output_dir)
     forecaster = DeepARForecaster(deepar_config(config, output / "checkpoints"))
+    if not is_primary_process():
+        forecaster.fit(panel)
+        return None
     use_experiment(config.mlflow.experiment, config.mlflow.tracking_uri)
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"model_family": "deepar", "dataset": panel.source, "git_commit": git_commit(), **(tags or {})})

@@ -107,3 +107,17 @@ def test_demo_runs_end_to_end_on_a_small_config(tmp_path):
     assert "shadowcast DeepAR" in result.stdout and "seasonal naive (24 steps)" in result.stdout
     for name in ("data.csv", "forecast.csv", "test_fan_chart.png", "train/model/model.json"):
         assert (tmp_path / "out" / name).exists(), name
+
+
+def test_a_saved_model_forecasts_without_importing_lightning(model_and_data):
+    code = (
+        "import sys\n"
+        "from forecasting.data import read_panel\n"
+        "from forecasting.predictor import load_predictor\n"
+        f"p = load_predictor({str(model_and_data / 'model')!r})\n"
+        f"panel = read_panel({str(model_and_data / 'data.csv')!r}, known_covariates=p.metadata.known.names,"
+        " past_covariates=p.metadata.past.names)\n"
+        "p.predict(panel, 12, 10)\n"
+        "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'gluonts', 'optuna', 'mlflow') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"training on {panel.source}: {len(panel.cluster_ids)} clusters, "
                        f"{len(panel.history())} observations, freq {panel.freq}")
             result = run_training(settings, panel, run_name=config.stem)
+        if result is None:  # a secondary DDP process: the primary one reports
+            return
         summary = result.forecaster.summary
         typer.echo(f"epochs {summary.epochs}, {summary.train_seconds:.1f} s, "
                    f"{summary.samples_per_second:.0f} windows/s")
