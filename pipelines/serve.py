@@ -1,0 +1,116 @@
+"""The serving API: `create_app(settings)` builds the FastAPI app; `shadowcast serve` runs it.
+
+Routers live in `pipelines/api/`, one module per area. The core ones (health and metrics,
+forecast, model admin) are always mounted; the allocator's (plan, switchovers, resources,
+notifications) plug in through `routers=` with whatever they need placed in `Services.extras`
+by their `install(app, services)` hook, so this factory never imports the allocator.
+
+The serving path imports torch, numpy, pandas, FastAPI and (for registry URIs) MLflow; never
+Lightning, GluonTS or Optuna (`tests/serve/test_imports.py` holds it to that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from pipelines.api import admin, errors, forecast, ops
+from pipelines.api.deps import Services
+from pipelines.api.forecast_cache import ForecastCache
+from pipelines.api.metrics import RequestTimer, ServeMetrics
+from pipelines.api.model_holder import LoadedModel, ModelHolder, ModelLoader, RegistryLoader
+from pipelines.api.settings import ServeSettings
+from pipelines.security import KeyVerifier
+
+log = logging.getLogger("shadowcast.serve")
+RETRY_FIRST_LOAD_S = (1.0, 30.0)  # back-off while no model could be loaded yet: first wait, longest wait
+
+
+class RouterPlugin(Protocol):
+    """A module of `pipelines/api/` that adds routes: `router`, and optionally `install(app, services)`."""
+
+    router: APIRouter
+
+
+def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None = None, store: Any = None,
+               routers: Sequence[RouterPlugin] = (), metrics: ServeMetrics | None = None,
+               clock: Callable[[], float] = time.time, follow_model: bool = True) -> FastAPI:
+    """The app. `predictor_loader` resolves and loads models (default: folders and the MLflow
+    registry); `store` is the allocator's state store (checked by /readyz through `ping()`);
+    `follow_model=False` skips the background load, for tests that load synchronously."""
+    metrics = metrics or ServeMetrics()
+    forecasts = ForecastCache(clock)
+    metrics.track_forecast_age(lambda: forecasts.latest_at, clock)
+
+    def swapped(model: LoadedModel) -> None:
+        metrics.model_swapped(model.version, model.resolved.uri, model.loaded_at)
+
+    models = ModelHolder(settings.model, predictor_loader or RegistryLoader(settings.tracking_uri), on_swap=swapped)
+    services = Services(settings, models, metrics, forecasts, KeyVerifier(settings.security.api_key_hashes),
+                        store, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_follow(services)) if follow_model else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
+    app = FastAPI(
+        title="shadowcast", version=_version(), lifespan=lifespan,
+        description="Demand forecasts as distributions, warm shadow resources sized from them, early switchovers.",
+        max_body_size=settings.security.max_body_bytes,
+    )
+    app.state.services = services
+    errors.install(app)
+    for module in (ops, forecast, admin, *routers):
+        app.include_router(module.router)
+        install = getattr(module, "install", None)
+        if install is not None:
+            install(app, services)
+    if settings.security.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    app.add_middleware(RequestTimer, metrics=metrics)  # outermost: times everything, 413s and CORS included
+    return app
+
+
+async def _follow(services: Services) -> None:
+    """Load the model, then keep following its location (a moved alias, a rewritten folder).
+
+    Until the first load succeeds, retry with back-off: /readyz says why meanwhile."""
+    interval = services.settings.reload_interval_s
+    wait = RETRY_FIRST_LOAD_S[0]
+    while True:
+        try:
+            result = await asyncio.to_thread(services.models.reload)
+            if result.changed:
+                services.metrics.model_reloads.labels("changed").inc()
+        except Exception as exc:  # the reason is kept for /readyz and the log; serving goes on
+            services.metrics.model_reloads.labels("failed").inc()
+            log.warning("model %s could not be loaded: %s", services.models.location, exc)
+        if services.models.ready:
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
+        else:
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RETRY_FIRST_LOAD_S[1])
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shadowcast")
+    except PackageNotFoundError:
+        return "0+unknown"
