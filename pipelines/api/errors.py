@@ -7,6 +7,7 @@ import logging
 import uuid
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pipelines.api.forecast_service import RequestError
@@ -19,6 +20,13 @@ NOT_READY_RESPONSES = {503: {"description": "No model is loaded yet."}}
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad `input` back; an infinite float there cannot even be
+        # written as JSON (that would turn a 422 into a 500), and echoing megabytes helps nobody.
+        items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": items}, status_code=422)
+
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": [exc.as_item()]}, status_code=422)

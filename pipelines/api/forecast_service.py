@@ -58,15 +58,18 @@ def request_panel(request: ForecastRequest, known: Sequence[str], past: Sequence
     if unknown:
         raise RequestError(f"unknown covariate {unknown[0]!r}: the model uses {sorted(covariates) or 'none'}",
                            ["body", _table_name(request), unknown[0]], "unknown_covariate")
+    _check_size(len(set(table[ID])), request, limits)  # before any work on the table
     frame = pd.DataFrame(table)
     for column in covariates - set(frame.columns):
         frame[column] = np.nan  # a covariate no row mentions: the contract reports it as missing
     try:
-        panel = validate_panel(frame, source=SOURCE, known_covariates=known, past_covariates=past, freq=freq,
-                               max_gap=limits.max_gap)
+        return validate_panel(frame, source=SOURCE, known_covariates=known, past_covariates=past, freq=freq,
+                              max_gap=limits.max_gap)
     except DataValidationError as exc:
         raise _located(exc, request) from None
-    clusters = len(panel.cluster_ids)
+
+
+def _check_size(clusters: int, request: ForecastRequest, limits: ForecastLimits) -> None:
     if clusters > limits.max_clusters:
         raise RequestError(f"{clusters} clusters is over this server's limit of {limits.max_clusters}",
                            ["body", _table_name(request)], "limit_exceeded")
@@ -75,7 +78,6 @@ def request_panel(request: ForecastRequest, known: Sequence[str], past: Sequence
         raise RequestError(f"clusters × num_samples × horizon = {values} is over this server's limit of "
                            f"{limits.max_sample_values}; ask for fewer samples or split the clusters",
                            ["body", "num_samples"], "limit_exceeded")
-    return panel
 
 
 def forecast(predictor: Any, panel: Panel, request: ForecastRequest) -> Forecast:
