@@ -145,3 +145,39 @@ class Health:
     ok: bool
     latency_ms: float
     detail: str = ""
+
+
+class SwitchoverKind(StrEnum):
+    """What happens to the old active once traffic has moved."""
+
+    SWITCHOVER = "switchover"  # a warm shadow takes over; the old active goes to standby
+    REVERT = "revert"  # the spike did not come: a standby takes back; the active goes back to warm
+    FAILOVER = "failover"  # the active failed: a warm shadow takes over; the old active stays failed
+
+
+class SwitchoverPhase(StrEnum):
+    PLANNED = "planned"
+    SYNCING = "syncing"
+    NOTIFYING = "notifying"
+    REDIRECTING = "redirecting"
+    COMMITTED = "committed"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+
+    @property
+    def finished(self) -> bool:
+        return self in (SwitchoverPhase.COMMITTED, SwitchoverPhase.ROLLED_BACK)
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """One move of a route's traffic from `source_id` to `target_id`; `id` is the idempotency key."""
+
+    id: str
+    kind: SwitchoverKind
+    cluster_id: str
+    route: str
+    source_id: str
+    target_id: str
+    phase: SwitchoverPhase = SwitchoverPhase.PLANNED
+    error: str = ""

@@ -1,0 +1,517 @@
+"""Real resources on one machine: each unit is a worker process (`allocator.worker`), traffic flows
+through one HAProxy whose pre-declared server slots are bound to workers with the runtime API.
+
+Everything a restarted controller needs lives in `runtime_dir`: the inventory (resources, slot
+bindings, HAProxy ports), each worker's announce file (pid, port) and HAProxy's pid file. Workers
+and HAProxy run in their own sessions, so they keep serving while a controller is down; a new
+`LocalDriver` on the same directory adopts them and kills any worker it does not know (orphans).
+
+A switch (`redirect`) is a handoff then a rebind:
+  1. the source worker, under its state lock, pushes what changed since the last sync to the target
+     and from then on forwards every request it still receives there (no write lost or split);
+  2. one admin-socket line makes the target's slot ready and puts the source's in maintenance.
+Requests already inside the source finish through its forwarding, so no request fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import allocator
+from allocator.drivers.base import (
+    SERVABLE,
+    ConflictError,
+    DriverError,
+    ResourceNotReadyError,
+    ResourceUnreachableError,
+    RouteStateError,
+    UnknownResourceError,
+    UnknownRouteError,
+    check_transition,
+)
+from allocator.drivers.haproxy import ROUTE_NAME, HAProxy, HAProxyError, _alive, find_haproxy, free_port
+from allocator.types import Health, PoolSpec, Resource, ResourceState
+
+_PROJECT_ROOT = str(Path(allocator.__file__).resolve().parent.parent)
+
+
+def http_json(method: str, url: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw) if raw else {}
+        except ValueError:  # e.g. HAProxy's own HTML error pages
+            return response.status, {"raw": raw.decode(errors="replace")[:500]}
+    finally:
+        conn.close()
+
+
+class LocalDriver:
+    def __init__(self, runtime_dir: Path | str, routes: tuple[str, ...] = ("default",), *, slots_per_route: int = 8,
+                 haproxy_bin: str | None = None, python: str = sys.executable, ready_timeout_s: float = 15.0) -> None:
+        for route in routes:
+            if not ROUTE_NAME.match(route):
+                raise ValueError(f"route name {route!r} must match {ROUTE_NAME.pattern}")
+        binary = haproxy_bin or find_haproxy()
+        if binary is None:
+            raise DriverError("haproxy not found on PATH or at /usr/sbin/haproxy (apt-get install haproxy)")
+        self.runtime_dir = Path(runtime_dir)
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.runtime_dir / "workers").mkdir(exist_ok=True)
+        (self.runtime_dir / "logs").mkdir(exist_ok=True)
+        self._python, self._ready_timeout = python, ready_timeout_s
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen] = {}  # workers this process spawned (reaped here)
+        self._cursors: dict[tuple[str, str], int] = {}  # (source, target) -> source seq last copied
+        self._owner = self._claim_directory()
+        self._inventory = self._load_inventory(routes, slots_per_route)
+        self.haproxy = HAProxy(binary, self.runtime_dir, self._inventory["socket"], self._inventory["ports"],
+                               self._inventory["slots_per_route"])
+        self._ensure_haproxy()
+        self._kill_orphans()
+
+    # --- start-up and adoption ---------------------------------------------------------------------
+
+    def _claim_directory(self):
+        """One driver per runtime dir: two would fight over slots and the inventory."""
+        handle = open(self.runtime_dir / "driver.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DriverError(f"runtime dir {self.runtime_dir} is in use by another driver") from None
+        return handle
+
+    def _load_inventory(self, routes: tuple[str, ...], slots: int) -> dict:
+        path = self.runtime_dir / "inventory.json"
+        if path.exists():
+            inventory = json.loads(path.read_text())
+            missing = set(routes) - set(inventory["ports"])
+            if missing:
+                raise DriverError(f"runtime dir {self.runtime_dir} was created without routes {sorted(missing)}")
+            return inventory
+        return {"socket": f"shadowcast-{uuid.uuid4().hex[:16]}", "ports": {r: free_port() for r in routes},
+                "slots_per_route": slots, "slots": {r: {} for r in routes}, "resources": {}}
+
+    def _save(self) -> None:
+        path = self.runtime_dir / "inventory.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._inventory, indent=1))
+        os.replace(tmp, path)
+
+    def _ensure_haproxy(self) -> None:
+        if self.haproxy.answers():
+            return
+        for attempt in range(3):
+            try:
+                self.haproxy.start()
+                break
+            except HAProxyError:
+                if attempt == 2:
+                    raise
+                # most likely a port taken since it was picked: pick again
+                self._inventory["ports"] = {r: free_port() for r in self._inventory["ports"]}
+                self.haproxy.ports = dict(self._inventory["ports"])
+        self._save()
+        # A fresh HAProxy knows no bindings: re-apply the ones the inventory records.
+        commands = []
+        for route, slots in self._inventory["slots"].items():
+            for slot, rid in slots.items():
+                record = self._inventory["resources"].get(rid)
+                if record and record.get("port"):
+                    commands += self.haproxy.bind(route, slot, record["port"])
+        if commands:
+            self.haproxy.apply(commands)
+
+    def _kill_orphans(self) -> None:
+        """Workers announced in the directory that the inventory does not hold (or holds as released)."""
+        known = {rid for rid, rec in self._inventory["resources"].items() if rec["state"] != ResourceState.RELEASED}
+        for announce in (self.runtime_dir / "workers").glob("*.json"):
+            rid = announce.stem
+            if rid in known:
+                record = self._inventory["resources"][rid]
+                if not record.get("pid"):  # spawned, then the controller died before recording it
+                    info = json.loads(announce.read_text())
+                    record.update(pid=info["pid"], port=info["port"])
+                    self._save()
+                continue
+            info = json.loads(announce.read_text())
+            _terminate(info["pid"], rid)
+            announce.unlink(missing_ok=True)
+
+    # --- the protocol ------------------------------------------------------------------------------
+
+    def provision(self, spec: PoolSpec, *, warm: bool, cluster_id: str = "default", region: str | None = None,
+                  resource_id: str | None = None) -> Resource:
+        if region is not None and region not in spec.regions:
+            raise ValueError(f"region {region!r} is not in pool {spec.name!r}'s regions {spec.regions}")
+        with self._lock:
+            if resource_id is not None and resource_id in self._inventory["resources"]:
+                record = self._inventory["resources"][resource_id]
+                if (record["pool"], record["cluster_id"]) != (spec.name, cluster_id):
+                    raise ConflictError(f"resource {resource_id!r} exists with pool {record['pool']!r} "
+                                        f"and cluster {record['cluster_id']!r}")
+                if warm and record["state"] == ResourceState.COLD:
+                    return self.set_state(self._resource(record), ResourceState.WARM)
+                return self._resource(record)
+            rid = resource_id or f"w-{uuid.uuid4().hex[:10]}"
+            record = {"id": rid, "cluster_id": cluster_id, "pool": spec.name, "region": region or spec.regions[0],
+                      "state": ResourceState.COLD.value, "pid": None, "port": None}
+            # Recorded before the process exists: a crash right after the spawn leaves no unknown worker.
+            self._inventory["resources"][rid] = record
+            self._save()
+            self._spawn(rid)
+            if not warm:
+                return self._resource(record)
+            try:
+                return self.set_state(self._resource(record), ResourceState.WARM)
+            except DriverError:
+                self.release(self._resource(record))
+                raise
+
+    def sync(self, source: Resource, target: Resource) -> int:
+        if source.id == target.id:
+            raise ValueError("sync needs two different resources")
+        with self._lock:
+            src, dst = self._servable(source.id), self._servable(target.id)
+            cursor = self._cursors.get((source.id, target.id), 0)
+            copied = 0
+            # Snapshot, then catch up on what changed during the copy; each round is smaller.
+            for _ in range(4):
+                status, snap = self._call(src, "GET", f"/admin/snapshot?since={cursor}")
+                if status != 200:
+                    raise ResourceUnreachableError(f"snapshot from {source.id!r} failed: {status} {snap}")
+                if not snap["sessions"] and cursor == snap["seq"]:
+                    break
+                status, reply = self._call(dst, "POST", "/admin/load", {"sessions": snap["sessions"]})
+                if status != 200:
+                    raise ResourceUnreachableError(f"load into {target.id!r} failed: {status} {reply}")
+                copied += len(snap["sessions"])
+                cursor = snap["seq"]
+            self._cursors[(source.id, target.id)] = cursor
+            return copied
+
+    def redirect(self, route: str, source: Resource | None, target: Resource) -> None:
+        with self._lock:
+            slots = self._route_slots(route)
+            dst = self._servable(target.id)
+            src = self._record(source.id) if source is not None else None
+            members = set(slots.values())
+            if target.id in members and (src is None or src["id"] not in members):
+                return  # done already (a retry after a crash lands here)
+            if src is not None and src["id"] not in members:
+                raise RouteStateError(f"resource {src['id']!r} does not serve route {route!r}")
+            status, health = self._health(dst)
+            if status != 200:
+                raise ResourceUnreachableError(f"target {target.id!r} is not healthy: {health}")
+            free = [s for s in self._slot_names() if s not in slots]
+            if not free:
+                raise DriverError(f"route {route!r} has no free server slot (all {len(slots)} bound)")
+            handed_off = src is not None and self._handoff(src, dst)
+            commands = self.haproxy.bind(route, free[0], dst["port"])
+            if src is not None:
+                src_slot = next(s for s, rid in slots.items() if rid == src["id"])
+                commands += self.haproxy.unbind(route, src_slot)
+            try:
+                self.haproxy.apply(commands)
+            except (OSError, HAProxyError):
+                if handed_off:  # traffic still reaches the source: give it its state back
+                    self._call(dst, "POST", "/admin/handoff", {"to": self._url(src), "since": 0})
+                raise
+            slots[free[0]] = dst["id"]
+            if src is not None:
+                del slots[src_slot]
+            self._save()
+
+    def detach(self, route: str, resource: Resource) -> None:
+        with self._lock:
+            slots = self._route_slots(route)
+            self._record(resource.id)
+            for slot, rid in list(slots.items()):
+                if rid == resource.id:
+                    self.haproxy.apply(self.haproxy.unbind(route, slot))
+                    del slots[slot]
+            self._save()
+
+    def set_state(self, resource: Resource, state: ResourceState) -> Resource:
+        with self._lock:
+            record = self._record(resource.id)
+            current = ResourceState(record["state"])
+            check_transition(resource.id, current, state)
+            if state == current:
+                return self._resource(record)
+            if state is ResourceState.RELEASED:
+                self.release(resource)
+                return self._resource(record)
+            if current is ResourceState.COLD and state is ResourceState.WARM:
+                self._wait_ready(record)
+            elif state in SERVABLE:
+                status, health = self._health(record)
+                if status != 200:
+                    raise ResourceUnreachableError(f"resource {resource.id!r} cannot be {state}: {health}")
+            if state is ResourceState.FAILED:
+                self._drop_from_routes(resource.id)
+            record["state"] = state.value
+            self._save()
+            return self._resource(record)
+
+    def probe(self, resource: Resource) -> Health:
+        with self._lock:
+            record = dict(self._record(resource.id))
+        if record["state"] == ResourceState.RELEASED:
+            return Health(resource.id, ok=False, latency_ms=0.0, detail="released")
+        if not record.get("port"):
+            return Health(resource.id, ok=False, latency_ms=0.0, detail="not started yet")
+        if not self._process_alive(record):
+            return Health(resource.id, ok=False, latency_ms=0.0, detail="process exited")
+        started = time.perf_counter()
+        try:
+            status, body = http_json("GET", self._url(record), "/healthz", timeout=1.0)
+        except OSError as exc:
+            return Health(resource.id, ok=False, latency_ms=(time.perf_counter() - started) * 1e3, detail=str(exc))
+        latency = (time.perf_counter() - started) * 1e3
+        ok = status == 200 and body.get("ok") is True and body.get("id") == resource.id
+        return Health(resource.id, ok=ok, latency_ms=latency, detail="" if ok else f"healthz {status}: {body}")
+
+    def release(self, resource: Resource) -> None:
+        with self._lock:
+            record = self._record(resource.id)
+            if record["state"] == ResourceState.RELEASED:
+                return
+            self._drop_from_routes(resource.id)
+            if record.get("pid"):
+                _terminate(record["pid"], resource.id, self._procs.pop(resource.id, None))
+            (self.runtime_dir / "workers" / f"{resource.id}.json").unlink(missing_ok=True)
+            record["state"] = ResourceState.RELEASED.value
+            self._save()
+
+    def get(self, resource_id: str) -> Resource:
+        with self._lock:
+            return self._resource(self._record(resource_id))
+
+    def list(self, cluster_id: str | None = None) -> list[Resource]:
+        with self._lock:
+            return [self._resource(r) for r in self._inventory["resources"].values()
+                    if r["state"] != ResourceState.RELEASED and (cluster_id is None or r["cluster_id"] == cluster_id)]
+
+    def route_members(self, route: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._route_slots(route).values())
+
+    def routes(self) -> tuple[str, ...]:
+        return tuple(self._inventory["ports"])
+
+    # --- local extras ------------------------------------------------------------------------------
+
+    def route_url(self, route: str) -> str:
+        self._route_slots(route)
+        return f"http://127.0.0.1:{self._inventory['ports'][route]}"
+
+    def pid(self, resource_id: str) -> int | None:
+        return self._record(resource_id).get("pid")
+
+    def haproxy_members(self, route: str) -> dict[str, int]:
+        """What HAProxy itself routes to (slot -> port), for checks against `route_members`."""
+        return {s.name: s.port for s in self.haproxy.servers(route).values() if s.operational and not s.maintenance}
+
+    def close(self) -> None:
+        """Let go of the directory; workers and HAProxy keep running for the next driver to adopt."""
+        with self._lock:
+            for proc in self._procs.values():
+                proc.poll()
+            self._owner.close()
+
+    def shutdown(self) -> None:
+        """Stop every worker and HAProxy, then let go of the directory."""
+        with self._lock:
+            if not self.haproxy.answers():  # nothing to unbind from: forget the bindings
+                for slots in self._inventory["slots"].values():
+                    slots.clear()
+            for rid in list(self._inventory["resources"]):
+                self.release(self.get(rid))
+            self.haproxy.stop()
+            self._owner.close()
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _spawn(self, rid: str) -> None:
+        announce = self.runtime_dir / "workers" / f"{rid}.json"
+        announce.unlink(missing_ok=True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])))
+        with open(self.runtime_dir / "logs" / f"{rid}.log", "ab") as log:
+            self._procs[rid] = subprocess.Popen(
+                [self._python, "-m", "allocator.worker", "--id", rid, "--announce", str(announce)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                start_new_session=True,  # outlives the controller; a Ctrl-C to it does not reach workers
+            )
+
+    def _wait_ready(self, record: dict) -> None:
+        """Until the worker has announced its port and answers its health check."""
+        announce = self.runtime_dir / "workers" / f"{record['id']}.json"
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            if not record.get("port") and announce.exists():
+                info = json.loads(announce.read_text())
+                record.update(pid=info["pid"], port=info["port"])
+                self._save()
+            if record.get("port"):
+                try:
+                    status, _ = http_json("GET", self._url(record), "/healthz", timeout=1.0)
+                    if status == 200:
+                        return
+                except OSError:
+                    pass
+            proc = self._procs.get(record["id"])
+            if proc is not None and proc.poll() is not None:
+                raise ResourceUnreachableError(f"worker {record['id']!r} exited with {proc.returncode} while "
+                                               f"starting; see {self.runtime_dir / 'logs' / (record['id'] + '.log')}")
+            if proc is None and not record.get("pid"):
+                self._spawn(record["id"])  # adopted as cold with no process: start it now
+            time.sleep(0.002)
+        raise ResourceUnreachableError(f"worker {record['id']!r} not ready after {self._ready_timeout}s")
+
+    def _handoff(self, src: dict, dst: dict) -> bool:
+        """Final catch-up and forwarding; False when the source is gone (its traffic must move anyway)."""
+        if not self._process_alive(src):
+            return False
+        try:
+            status, reply = self._call(src, "POST", "/admin/handoff",
+                                       {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)})
+        except ResourceUnreachableError:
+            return False
+        if status != 200:
+            raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
+        return True
+
+    def _call(self, record: dict, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        try:
+            return http_json(method, self._url(record), path, body)
+        except OSError as exc:
+            raise ResourceUnreachableError(f"resource {record['id']!r} does not answer: {exc}") from exc
+
+    def _health(self, record: dict) -> tuple[int, dict]:
+        try:
+            return http_json("GET", self._url(record), "/healthz", timeout=1.0)
+        except OSError as exc:
+            return 0, {"error": str(exc)}
+
+    def _process_alive(self, record: dict) -> bool:
+        proc = self._procs.get(record["id"])
+        if proc is not None:
+            return proc.poll() is None
+        return bool(record.get("pid")) and _is_worker(record["pid"], record["id"])
+
+    def _drop_from_routes(self, rid: str) -> None:
+        for route, slots in self._inventory["slots"].items():
+            for slot, member in list(slots.items()):
+                if member == rid:
+                    try:
+                        self.haproxy.apply(self.haproxy.unbind(route, slot))
+                    finally:
+                        del slots[slot]
+        self._save()
+
+    def _record(self, resource_id: str) -> dict:
+        try:
+            return self._inventory["resources"][resource_id]
+        except KeyError:
+            raise UnknownResourceError(resource_id) from None
+
+    def _servable(self, resource_id: str) -> dict:
+        record = self._record(resource_id)
+        if record["state"] not in SERVABLE:
+            raise ResourceNotReadyError(f"resource {resource_id!r} is {record['state']}; it cannot hold or serve "
+                                        f"state until it is warm")
+        return record
+
+    def _route_slots(self, route: str) -> dict[str, str]:
+        try:
+            return self._inventory["slots"][route]
+        except KeyError:
+            raise UnknownRouteError(route, tuple(self._inventory["slots"])) from None
+
+    def _slot_names(self) -> list[str]:
+        return [f"s{i}" for i in range(self._inventory["slots_per_route"])]
+
+    @staticmethod
+    def _url(record: dict) -> str:
+        return f"http://127.0.0.1:{record['port']}"
+
+    def _resource(self, record: dict) -> Resource:
+        return Resource(id=record["id"], cluster_id=record["cluster_id"], pool=record["pool"], region=record["region"],
+                        state=ResourceState(record["state"]),
+                        endpoint=self._url(record) if record.get("port") else "")
+
+
+def _is_worker(pid: int, rid: str) -> bool:
+    """Alive, not a zombie, and still our worker (pids are reused)."""
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"allocator.worker" in cmdline and rid.encode() in cmdline
+
+
+def _terminate(pid: int, rid: str, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM, a short grace period, then SIGKILL; reaps it when it is our child."""
+    if proc is None and not _is_worker(pid, rid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        if proc is None and not _alive(pid):
+            return
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        proc.wait(timeout=5)
+
+
+def kill_runtime(runtime_dir: Path | str) -> list[int]:
+    """SIGKILL every worker and the HAProxy a runtime dir records, without a driver (test clean-up,
+    or after a controller died for good). Returns the pids it killed."""
+    runtime_dir = Path(runtime_dir)
+    killed = []
+    for announce in (runtime_dir / "workers").glob("*.json"):
+        try:
+            info = json.loads(announce.read_text())
+        except (OSError, ValueError):
+            continue
+        if _is_worker(info["pid"], info["id"]):
+            os.kill(info["pid"], signal.SIGKILL)
+            killed.append(info["pid"])
+    try:
+        pid = int((runtime_dir / "haproxy.pid").read_text().split()[0])
+        if _alive(pid) and b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    except (OSError, ValueError, IndexError):
+        pass
+    return killed
+

@@ -1,0 +1,97 @@
+"""The local driver passes the contract on real processes, and survives its own controller."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from allocator.drivers.base import DriverError, ResourceDriver
+from allocator.drivers.local import LocalDriver, http_json
+from allocator.types import ResourceState
+from tests.drivers.contract import ROUTE, SPEC, DriverContract
+from tests.drivers.local_harness import LocalHarness, runtime_processes, stop_everything
+
+
+class TestLocalContract(DriverContract):
+    @pytest.fixture
+    def driver(self, local_driver: LocalDriver) -> LocalDriver:
+        return local_driver
+
+    @pytest.fixture
+    def harness(self, local_driver: LocalDriver) -> LocalHarness:
+        return LocalHarness(local_driver)
+
+
+def test_is_a_resource_driver(local_driver: LocalDriver) -> None:
+    assert isinstance(local_driver, ResourceDriver)
+
+
+def test_haproxy_routes_to_the_bound_worker_and_hides_the_admin_api(local_driver: LocalDriver) -> None:
+    a = local_driver.provision(SPEC, warm=True)
+    local_driver.redirect(ROUTE, None, a)
+    url = local_driver.route_url(ROUTE)
+    status, body = http_json("POST", url, "/s/x/incr")
+    assert status == 200 and body["served_by"] == a.id
+    assert local_driver.haproxy_members(ROUTE) == {"s0": int(a.endpoint.rsplit(":", 1)[1])}
+    status, _ = http_json("GET", url, "/admin/snapshot")
+    assert status == 403  # clients cannot read or move state
+
+
+def test_a_second_driver_on_the_same_directory_is_refused(local_driver: LocalDriver) -> None:
+    with pytest.raises(DriverError, match="in use"):
+        LocalDriver(local_driver.runtime_dir, routes=(ROUTE,))
+
+
+def test_a_new_driver_adopts_running_workers_and_kills_orphans(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    first = LocalDriver(runtime, routes=(ROUTE,), slots_per_route=4)
+    second = None
+    try:
+        a = first.provision(SPEC, warm=True)
+        first.redirect(ROUTE, None, a)
+        first.set_state(a, ResourceState.ACTIVE)
+        url = first.route_url(ROUTE)
+        assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 1
+        pid = first.pid(a.id)
+        first.close()  # the controller goes away; the worker and HAProxy keep serving
+        assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 2
+
+        # A worker nobody recorded (spawned by a controller that died before writing it down).
+        orphan_announce = runtime / "workers" / "ghost.json"
+        orphan = subprocess.Popen([sys.executable, "-m", "allocator.worker", "--id", "ghost",
+                                   "--announce", str(orphan_announce)], start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not orphan_announce.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert json.loads(orphan_announce.read_text())["pid"] == orphan.pid
+
+        second = LocalDriver(runtime, routes=(ROUTE,))
+        assert orphan.wait(timeout=5) is not None  # killed on adoption
+        assert second.get(a.id).state is ResourceState.ACTIVE and second.pid(a.id) == pid
+        assert second.route_members(ROUTE) == (a.id,)
+        assert http_json("POST", second.route_url(ROUTE), "/s/x/incr")[1]["counter"] == 3
+        assert runtime_processes(runtime) == [pid]
+    finally:
+        stop_everything(second, runtime)
+    assert runtime_processes(runtime) == []
+
+
+def test_a_restarted_haproxy_gets_its_bindings_back(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    first, again = LocalDriver(runtime, routes=(ROUTE,)), None
+    try:
+        a = first.provision(SPEC, warm=True)
+        first.redirect(ROUTE, None, a)
+        http_json("POST", first.route_url(ROUTE), "/s/x/incr")
+        first.haproxy.stop()
+        first.close()
+        again = LocalDriver(runtime, routes=(ROUTE,))
+        status, body = http_json("POST", again.route_url(ROUTE), "/s/x/incr")
+        assert (status, body["counter"]) == (200, 2)
+    finally:
+        stop_everything(again, runtime)
