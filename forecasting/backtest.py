@@ -99,12 +99,8 @@ def backtest(
     on_window: Callable[[WindowResult], None] | None = None,
 ) -> BacktestResult:
     """Run the rolling-origin backtest; `on_window` is called as each window finishes (progress, logging)."""
+    check_fits(panel, config)
     series = [g[DEMAND].to_numpy(dtype=float) for _, g in panel.history().groupby(ID, sort=False)]
-    shortest = min(len(s) for s in series)
-    if shortest <= config.hidden(0):
-        raise ValueError(
-            f"{panel.source}: the shortest cluster has {shortest} observations; {config.windows} window(s) of "
-            f"horizon {config.horizon}, stride {config.step} need more than {config.hidden(0)}")
     seasonality = config.seasonality or mase_seasonality(panel.freq)
 
     fit_seconds = 0.0
@@ -129,6 +125,15 @@ def backtest(
             on_window(result)
     pooled = aggregate_scores(pd.concat([w.scores.per_item for w in results]))
     return BacktestResult(config, results, pooled)
+
+
+def check_fits(panel: Panel, config: BacktestConfig) -> None:
+    """Raise unless every cluster keeps at least one observation before the earliest origin."""
+    shortest = int(panel.lengths().min())
+    if shortest <= config.hidden(0):
+        raise ValueError(
+            f"{panel.source}: the shortest cluster has {shortest} observations; {config.windows} window(s) of "
+            f"horizon {config.horizon}, stride {config.step} need more than {config.hidden(0)}")
 
 
 def visible(panel: Panel, hidden: int, horizon: int) -> Panel:

@@ -178,7 +178,8 @@ class GluonTSDeepAR:
         with tempfile.TemporaryDirectory(prefix="gluonts-deepar-") as scratch, _quiet_gluonts():
             trainer = {"max_epochs": self.max_epochs, "max_steps": self.max_steps or -1, "accelerator": "cpu",
                        "devices": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                       "default_root_dir": scratch,  # GluonTS always adds a checkpoint callback: keep it out of the tree
+                       # GluonTS always adds a checkpoint callback: keep its files out of the working tree
+                       "default_root_dir": scratch,
                        **self.trainer_kwargs}
             estimator = DeepAREstimator(
                 freq=panel.freq, prediction_length=self.prediction_length, context_length=self.context_length,
@@ -205,7 +206,8 @@ class GluonTSDeepAR:
             raise ValueError(f"{panel.source}: frequency {panel.freq!r} differs from the fitted {self._freq!r}")
         unknown = [c for c in panel.cluster_ids if c not in self._vocab]
         if unknown:
-            raise ValueError(f"{panel.source}: clusters {unknown[:5]} were not in the panel GluonTSDeepAR was fitted on")
+            raise ValueError(f"{panel.source}: clusters {unknown[:5]} were not in the panel "
+                             f"GluonTSDeepAR was fitted on")
         missing = [c for c in self._scaling if c not in panel.frame.columns]
         if missing:
             raise ValueError(f"{panel.source}: GluonTSDeepAR was fitted with covariates {missing}; the data lacks them")

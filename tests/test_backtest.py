@@ -120,7 +120,8 @@ def test_an_oracle_scores_zero_in_every_window(panel):
 
 def test_results_per_window_per_cluster_and_pooled(panel):
     seen = []
-    result = backtest(SeasonalNaive(), panel, BacktestConfig(horizon=6, windows=2, num_samples=4), on_window=seen.append)
+    config = BacktestConfig(horizon=6, windows=2, num_samples=4)
+    result = backtest(SeasonalNaive(), panel, config, on_window=seen.append)
     assert [w.index for w in seen] == [0, 1]
     per_cluster = result.per_cluster()
     assert per_cluster.index.names == ["window", ID]

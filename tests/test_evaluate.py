@@ -146,8 +146,8 @@ def test_our_deepar_family_builds_from_options_and_evaluates_a_saved_model(tmp_p
     tiny = DeepARForecaster(prediction_length=24, context_length=24, hidden_size=4, num_layers=1,
                             batches_per_epoch=2, max_epochs=1, patience=0, validate=False)
     tiny.fit(panel.cut(48)).predictor.save(tmp_path / "model")
-    config = parse_config({"data": {"source": "file", "path": str(data_file), "known_covariates": ["temperature", "event"],
-                                    "past_covariates": ["cpu_util"]},
+    config = parse_config({"data": {"source": "file", "path": str(data_file),
+                                    "known_covariates": ["temperature", "event"], "past_covariates": ["cpu_util"]},
                            "model": {"family": "deepar", "model_uri": str(tmp_path / "model")},
                            "backtest": {"horizon": 24, "windows": 2, "num_samples": 20},
                            "mlflow": {"experiment": "test-evaluate-deepar"}, "fan_chart_clusters": 0}, EvaluateConfig)

@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         num_samples: int | None = typer.Option(None, min=1, help="Sample paths per cluster; default 100."),
         option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (YAML value), "
                                          "repeatable, e.g. -o max_epochs=5 -o hidden_size=40."),
-        model_uri: str | None = typer.Option(None, help="deepar: evaluate a saved model (folder, runs:/…, models:/…) "
-                                             "instead of training one."),
+        model_uri: str | None = typer.Option(None, help="deepar: evaluate a saved model (folder, runs:/…, "
+                                             "models:/…) instead of training one."),
         experiment: str | None = typer.Option(None, help="MLflow experiment; default shadowcast-evaluate."),
         run_name: str | None = typer.Option(None, help="MLflow run name; default '<family> on <dataset>'."),
         output_dir: Path | None = typer.Option(None, help="Also keep the artifacts in this folder."),
