@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from pipelines.api import admin, errors, forecast, ops
+from pipelines.api.auth import describe_open_reads
 from pipelines.api.deps import Services
 from pipelines.api.forecast_cache import ForecastCache
 from pipelines.api.metrics import RequestTimer, ServeMetrics
@@ -77,6 +78,8 @@ def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None 
         install = getattr(module, "install", None)
         if install is not None:
             install(app, services)
+    if not settings.security.protect_reads:
+        describe_open_reads(app)
     if settings.security.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "X-API-Key", "Content-Type"])

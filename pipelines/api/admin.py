@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
-from pipelines.api.auth import AUTH_RESPONSES, read_access, require_key
+from pipelines.api.auth import AUTH_RESPONSES, READ, WRITE
 from pipelines.api.deps import Services, get_model, get_services
 from pipelines.api.errors import NOT_READY_RESPONSES, VALIDATION_RESPONSES
 from pipelines.api.model_holder import LoadedModel
@@ -15,7 +15,7 @@ from pipelines.api.schemas import ModelStatus, ReloadRequest, ReloadResponse
 router = APIRouter(prefix="/v1", tags=["model"])
 
 
-@router.get("/model", response_model=ModelStatus, dependencies=[Depends(read_access)],
+@router.get("/model", response_model=ModelStatus, **READ,
             summary="The model being served.", responses={**NOT_READY_RESPONSES, **AUTH_RESPONSES})
 def model_status(model: LoadedModel = Depends(get_model)) -> ModelStatus:
     meta = model.predictor.metadata
@@ -25,7 +25,7 @@ def model_status(model: LoadedModel = Depends(get_model)) -> ModelStatus:
                        loaded_at=datetime.fromtimestamp(model.loaded_at, timezone.utc))
 
 
-@router.post("/admin/reload-model", response_model=ReloadResponse, dependencies=[Depends(require_key)],
+@router.post("/admin/reload-model", response_model=ReloadResponse, **WRITE,
              summary="Load the model again (or another one) and swap it in without dropping requests.",
              responses={**VALIDATION_RESPONSES, **AUTH_RESPONSES,
                         503: {"description": "The configured model could not be loaded; the old one still serves."}})

@@ -8,7 +8,7 @@ routes are refused (403): a server started without keys is read-only, never open
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException, Security, status
+from fastapi import Depends, FastAPI, HTTPException, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pipelines.api.deps import Services, get_services
@@ -44,3 +44,28 @@ def read_access(services: Services = Depends(get_services), header_key: str | No
                 bearer: HTTPAuthorizationCredentials | None = Security(bearer_token)) -> None:
     if services.settings.security.protect_reads:
         _check(services, header_key, bearer)
+
+
+# Route keyword sets: `@router.post(path, **WRITE)`. The `x-access` mark in the schema is how
+# `describe_open_reads` finds read routes (FastAPI mounts routers lazily, so the dependency
+# itself is not visible from the app's route list).
+READ = {"dependencies": [Depends(read_access)], "openapi_extra": {"x-access": "read"}}
+WRITE = {"dependencies": [Depends(require_key)], "openapi_extra": {"x-access": "write"}}
+
+
+def describe_open_reads(app: FastAPI) -> None:
+    """Make the OpenAPI schema tell the truth about *this* server: when reads are open, read-only
+    routes declare no security requirement (clients and generated tests then need no key)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()  # FastAPI caches this same dict, so editing it in place sticks
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and operation.get("x-access") == "read":
+                    operation.pop("security", None)
+        return schema
+
+    app.openapi = openapi

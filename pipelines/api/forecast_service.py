@@ -16,6 +16,7 @@ import pandas as pd
 
 from forecasting.data import DEMAND, ID, TIME, DataValidationError, Panel, validate_panel
 from forecasting.forecast import Forecast, quantile_column
+from pipelines.api.model_holder import LoadedModel
 from pipelines.api.schemas import ClusterForecast, ForecastRequest, ForecastResponse
 from pipelines.api.settings import ForecastLimits
 
@@ -80,16 +81,16 @@ def _check_size(clusters: int, request: ForecastRequest, limits: ForecastLimits)
                            ["body", "num_samples"], "limit_exceeded")
 
 
-def forecast(predictor: Any, panel: Panel, request: ForecastRequest) -> Forecast:
+def forecast(model: LoadedModel, panel: Panel, request: ForecastRequest) -> Forecast:
     try:
-        predictor.check_panel(panel)
+        model.predictor.check_panel(panel)
         panel.require_future(request.horizon)
     except DataValidationError as exc:
         raise _located(exc, request) from None
     except ValueError as exc:  # frequency or covariates that do not fit the model
         raise RequestError(str(exc), ["body", _table_name(request)]) from None
-    return predictor.predict(panel.truncate_future(request.horizon), request.horizon, request.num_samples,
-                             seed=request.seed)
+    return model.predict(panel.truncate_future(request.horizon), request.horizon, request.num_samples,
+                         seed=request.seed)
 
 
 def response_body(result: Forecast, model_version: str, levels: Sequence[float], include_samples: bool) -> bytes:

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,10 +48,18 @@ class LoadedModel:
     location: str  # what the settings asked for
     resolved: Resolved
     loaded_at: float  # wall-clock seconds
+    # torch's recurrent modules are not safe to run from several threads at once (the LSTM
+    # re-checks its flat weight list on every call; two threads race on it and fail), so one
+    # model samples for one request at a time. Sampling already uses every core inside torch.
+    _sampling: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def version(self) -> str:
         return self.resolved.version
+
+    def predict(self, panel: Any, horizon: int, num_samples: int, seed: int) -> Any:
+        with self._sampling:
+            return self.predictor.predict(panel, horizon, num_samples, seed=seed)
 
 
 class ModelLoader(Protocol):

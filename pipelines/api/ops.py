@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipelines.api.auth import AUTH_RESPONSES, read_access
+from pipelines.api.auth import AUTH_RESPONSES, READ
 from pipelines.api.deps import Services, get_services
 from pipelines.api.schemas import HealthResponse, ReadyResponse
 
@@ -29,7 +29,7 @@ async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
     return JSONResponse(ReadyResponse(ready=ready, checks=checks).model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format).", dependencies=[Depends(read_access)],
+@router.get("/metrics", summary="Prometheus metrics (text exposition format).", **READ,
             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **AUTH_RESPONSES})
 async def metrics(services: Services = Depends(get_services)) -> Response:
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -221,9 +221,7 @@ def test_routers_plug_in_and_add_their_own_metrics(model_dir):
     plugin.install = install
     app = create_app(ServeSettings(model=str(model_dir), reload_interval_s=0), routers=[plugin], follow_model=False)
     assert "/v1/things" in app.openapi()["paths"]
-    from fastapi.testclient import TestClient
-
-    with TestClient(app) as client:
-        assert client.post("/v1/things").status_code == 403  # no keys configured: mutating routes are closed
+    with running(app) as url:
+        assert httpx.post(f"{url}/v1/things").status_code == 403  # no keys configured: mutating routes are closed
         app.state.services.extras["switchovers"].labels("succeeded").inc()
-        assert 'shadowcast_switchovers_total{outcome="succeeded"} 1.0' in client.get("/metrics").text
+        assert 'shadowcast_switchovers_total{outcome="succeeded"} 1.0' in httpx.get(f"{url}/metrics").text
