@@ -80,6 +80,9 @@ class Controller:
                  hook: Hook | None = None) -> None:
         self.driver, self.store, self.notifier = driver, store, notifier
         self.hook = hook if hook is not None else env_fault_hook()
+        # perf_counter marks of the last switchover run here: "decided" (request accepted),
+        # "traffic-moved" (the route serves from the target), "finished". For latency metrics.
+        self.marks: dict[str, float] = {}
 
     # --- switchovers -------------------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class Controller:
         if existing is not None and existing.phase.finished:
             self._check_same(existing, route, source_id, target_id, kind)
             return existing  # idempotent retry of a finished request
+        self.marks = {"decided": time.perf_counter()}
         if existing is not None:
             self._check_same(existing, route, source_id, target_id, kind)
         source, target = self._validate(route, source_id, target_id, kind, resuming=existing is not None)
@@ -129,25 +133,27 @@ class Controller:
         if not fresh and sw.phase is not SwitchoverPhase.REDIRECTING:
             return self._rollback(sw, RuntimeError(sw.error or f"controller restarted during {sw.phase}"))
         try:
+            note = ""
             if sw.phase is SwitchoverPhase.PLANNED:
-                sw = self._step(sw, SwitchoverPhase.SYNCING, self._sync)
-                sw = self._step(sw, SwitchoverPhase.NOTIFYING, self._notify_upcoming)
-            sw = self._step(sw, SwitchoverPhase.REDIRECTING, self._redirect_and_settle)
-            sw = self.store.advance(sw.id, SwitchoverPhase.COMMITTED, detail=self._states(sw))
+                sw, note = self._step(sw, SwitchoverPhase.SYNCING, self._sync, note)
+                sw, note = self._step(sw, SwitchoverPhase.NOTIFYING, self._notify_upcoming, note)
+            sw, note = self._step(sw, SwitchoverPhase.REDIRECTING, self._redirect_and_settle, note)
+            sw = self.store.advance(sw.id, SwitchoverPhase.COMMITTED, detail=note)
         except Exception as exc:  # noqa: BLE001 - any failure of a step means: roll back
             return self._rollback(self.store.get_switchover(sw.id), exc)
+        self.marks["finished"] = time.perf_counter()
         self._announce(sw, "committed")
         return sw
 
-    def _step(self, sw: Switchover, phase: SwitchoverPhase, action: Callable[[Switchover], str]) -> Switchover:
+    def _step(self, sw: Switchover, phase: SwitchoverPhase, action: Callable[[Switchover], str], note: str
+              ) -> tuple[Switchover, str]:
+        """Journal `phase` (with what the step before reported), then act; returns what this step reports."""
         if sw.phase is not phase:  # journal first: a crash from here on is known to be in `phase`
-            sw = self.store.advance(sw.id, phase)
+            sw = self.store.advance(sw.id, phase, detail=note)
         self.hook("before", phase, sw)
         detail = action(sw)
-        if detail:
-            self.store.advance(sw.id, phase, detail=detail)
         self.hook("after", phase, sw)
-        return sw
+        return sw, detail
 
     def _sync(self, sw: Switchover) -> str:
         source, target = self.driver.get(sw.source_id), self.driver.get(sw.target_id)
@@ -165,6 +171,7 @@ class Controller:
     def _redirect_and_settle(self, sw: Switchover) -> str:
         source, target = self.driver.get(sw.source_id), self.driver.get(sw.target_id)
         self.driver.redirect(sw.route, source, target)
+        self.marks["traffic-moved"] = time.perf_counter()
         self._set(target, ResourceState.ACTIVE)
         after = _SOURCE_AFTER[sw.kind]
         if after is not ResourceState.FAILED and not self.driver.probe(source).ok:
@@ -228,11 +235,7 @@ class Controller:
         health = self.driver.probe(target)
         if not health.ok:
             raise SwitchoverRejected(f"target {target_id!r} fails its health probe: {health.detail}")
-        busy = self.store.unfinished_on((source_id, target_id))
-        if busy:
-            raise ResourceBusyError(f"resources {source_id!r}/{target_id!r} are in unfinished switchover(s) "
-                                    f"{', '.join(s.id for s in busy)}")
-        return source, target
+        return source, target  # busy resources: refused under the locks by `begin_switchover`
 
     @staticmethod
     def _check_same(sw: Switchover, route: str, source_id: str, target_id: str, kind: SwitchoverKind) -> None:

@@ -16,7 +16,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -136,7 +136,7 @@ class Store:
                 phase=SwitchoverPhase.PLANNED.value, error="", created_at=now, updated_at=now))
             conn.execute(journal_t.insert().values(switchover_id=switchover.id, phase=SwitchoverPhase.PLANNED.value,
                                                    detail=detail, at=now))
-        return self.get_switchover(switchover.id), True
+        return replace(switchover, phase=SwitchoverPhase.PLANNED, error=""), True
 
     def advance(self, switchover_id: str, phase: SwitchoverPhase, detail: str = "", error: str | None = None
                 ) -> Switchover:
@@ -155,7 +155,7 @@ class Store:
             conn.execute(switchovers_t.update().where(switchovers_t.c.id == switchover_id).values(**values))
             conn.execute(journal_t.insert().values(switchover_id=switchover_id, phase=phase.value, detail=detail,
                                                    at=now))
-        return self.get_switchover(switchover_id)
+        return replace(_switchover(row), phase=phase, error=values.get("error", row.error))
 
     def get_switchover(self, switchover_id: str) -> Switchover:
         with self.engine.connect() as conn:

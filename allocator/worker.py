@@ -146,7 +146,8 @@ class Handler(BaseHTTPRequestHandler):
             since = int(parse_qs(url.query).get("since", ["0"])[0])
             store = self.server.store
             with store.lock:
-                return self._send(200, {"seq": store.seq, "sessions": store.changed_since(since)})
+                return self._send(200, {"seq": store.seq, "sessions": store.changed_since(since),
+                                        "forwarding": store.forward_to})
         if url.path.startswith("/s/"):
             return self._session("GET", url.path, b"")
         self._send(404, {"error": f"no route {url.path}"})

@@ -79,6 +79,8 @@ class LocalDriver:
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}  # workers this process spawned (reaped here)
         self._cursors: dict[tuple[str, str], int] = {}  # (source, target) -> source seq last copied
+        self._conns: dict[str, http.client.HTTPConnection] = {}  # admin connections, used under _lock
+        self.catch_up_below = 256  # sessions: a delta this small is left to the handoff
         self._owner = self._claim_directory()
         self._inventory = self._load_inventory(routes, slots_per_route)
         self.haproxy = HAProxy(binary, self.runtime_dir, self._inventory["socket"], self._inventory["ports"],
@@ -192,18 +194,23 @@ class LocalDriver:
             src, dst = self._servable(source.id), self._servable(target.id)
             cursor = self._cursors.get((source.id, target.id), 0)
             copied = 0
-            # Snapshot, then catch up on what changed during the copy; each round is smaller.
-            for _ in range(4):
+            # Snapshot, then catch up on what changed during a large copy. Small deltas are left to
+            # the redirect's handoff, which copies the rest under the source's lock anyway.
+            for _ in range(3):
                 status, snap = self._call(src, "GET", f"/admin/snapshot?since={cursor}")
                 if status != 200:
                     raise ResourceUnreachableError(f"snapshot from {source.id!r} failed: {status} {snap}")
-                if not snap["sessions"] and cursor == snap["seq"]:
-                    break
-                status, reply = self._call(dst, "POST", "/admin/load", {"sessions": snap["sessions"]})
-                if status != 200:
-                    raise ResourceUnreachableError(f"load into {target.id!r} failed: {status} {reply}")
+                if snap.get("forwarding"):
+                    raise ResourceNotReadyError(f"resource {source.id!r} handed its sessions to {snap['forwarding']}; "
+                                                f"it is not a sync source")
+                if snap["sessions"]:
+                    status, reply = self._call(dst, "POST", "/admin/load", {"sessions": snap["sessions"]})
+                    if status != 200:
+                        raise ResourceUnreachableError(f"load into {target.id!r} failed: {status} {reply}")
                 copied += len(snap["sessions"])
                 cursor = snap["seq"]
+                if len(snap["sessions"]) <= self.catch_up_below:
+                    break
             self._cursors[(source.id, target.id)] = cursor
             return copied
 
@@ -217,13 +224,16 @@ class LocalDriver:
                 return  # done already (a retry after a crash lands here)
             if src is not None and src["id"] not in members:
                 raise RouteStateError(f"resource {src['id']!r} does not serve route {route!r}")
-            status, health = self._health(dst)
-            if status != 200:
-                raise ResourceUnreachableError(f"target {target.id!r} is not healthy: {health}")
             free = [s for s in self._slot_names() if s not in slots]
             if not free:
                 raise DriverError(f"route {route!r} has no free server slot (all {len(slots)} bound)")
+            if not self._process_alive(dst):
+                raise ResourceUnreachableError(f"target {target.id!r} has no running process")
             handed_off = src is not None and self._handoff(src, dst)
+            if not handed_off:  # a handoff proved the target takes state; without one, check it
+                status, health = self._health(dst)
+                if status != 200:
+                    raise ResourceUnreachableError(f"target {target.id!r} is not healthy: {health}")
             commands = self.haproxy.bind(route, free[0], dst["port"])
             if src is not None:
                 src_slot = next(s for s, rid in slots.items() if rid == src["id"])
@@ -261,10 +271,8 @@ class LocalDriver:
                 return self._resource(record)
             if current is ResourceState.COLD and state is ResourceState.WARM:
                 self._wait_ready(record)
-            elif state in SERVABLE:
-                status, health = self._health(record)
-                if status != 200:
-                    raise ResourceUnreachableError(f"resource {resource.id!r} cannot be {state}: {health}")
+            elif state in SERVABLE and not self._process_alive(record):
+                raise ResourceUnreachableError(f"resource {resource.id!r} cannot be {state}: its process is gone")
             if state is ResourceState.FAILED:
                 self._drop_from_routes(resource.id)
             record["state"] = state.value
@@ -282,8 +290,14 @@ class LocalDriver:
             return Health(resource.id, ok=False, latency_ms=0.0, detail="process exited")
         started = time.perf_counter()
         try:
-            status, body = http_json("GET", self._url(record), "/healthz", timeout=1.0)
-        except OSError as exc:
+            if self._lock.acquire(blocking=False):  # reuse the kept-alive admin connection when free
+                try:
+                    status, body = self._call(record, "GET", "/healthz", timeout=1.0)
+                finally:
+                    self._lock.release()
+            else:  # a long call (sync, redirect) holds the driver: probe on a connection of its own
+                status, body = http_json("GET", self._url(record), "/healthz", timeout=1.0)
+        except (OSError, DriverError) as exc:
             return Health(resource.id, ok=False, latency_ms=(time.perf_counter() - started) * 1e3, detail=str(exc))
         latency = (time.perf_counter() - started) * 1e3
         ok = status == 200 and body.get("ok") is True and body.get("id") == resource.id
@@ -295,6 +309,9 @@ class LocalDriver:
             if record["state"] == ResourceState.RELEASED:
                 return
             self._drop_from_routes(resource.id)
+            stale = self._conns.pop(resource.id, None)
+            if stale is not None:
+                stale.close()
             if record.get("pid"):
                 _terminate(record["pid"], resource.id, self._procs.pop(resource.id, None))
             (self.runtime_dir / "workers" / f"{resource.id}.json").unlink(missing_ok=True)
@@ -399,11 +416,30 @@ class LocalDriver:
             raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
         return True
 
-    def _call(self, record: dict, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        try:
-            return http_json(method, self._url(record), path, body)
-        except OSError as exc:
-            raise ResourceUnreachableError(f"resource {record['id']!r} does not answer: {exc}") from exc
+    def _call(self, record: dict, method: str, path: str, body: dict | None = None, timeout: float = 5.0
+              ) -> tuple[int, dict]:
+        """An admin call over a kept-alive connection (every admin call is idempotent, so one retry on
+        a fresh connection is safe when the kept one went stale)."""
+        for attempt in (0, 1):
+            conn = self._conns.get(record["id"])
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", record["port"], timeout=timeout)
+                self._conns[record["id"]] = conn
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else {}
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                conn.close()
+                self._conns.pop(record["id"], None)
+                if attempt == 1 or not self._process_alive(record):
+                    raise ResourceUnreachableError(f"resource {record['id']!r} does not answer: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _health(self, record: dict) -> tuple[int, dict]:
         try:
