@@ -57,13 +57,15 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _open_path_for(base)
         shutil.chown(base, "postgres", "postgres")
         shutil.chown(sockets, "postgres", "postgres")
-    subprocess.run(_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
-                                 "-E", "UTF8"]), check=True, capture_output=True, timeout=120)
+    init = subprocess.run(_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
+                                        "-E", "UTF8"]), capture_output=True, text=True, timeout=120, cwd=base)
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr or init.stdout}")
     port = free_port()
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     try:
         subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-o", options, "-l", str(base / "log"), "-w",
-                                     "-t", "60", "start"]), check=True, capture_output=True, timeout=90)
+                                     "-t", "60", "start"]), check=True, capture_output=True, timeout=90, cwd=base)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"]),
