@@ -169,3 +169,14 @@ def test_postgresql_tracking_store_uses_an_advisory_lock(postgres_url, tmp_path)
     with retrain_lock(url, tmp_path / "unused.lock", NAME):
         pass
     assert not (tmp_path / "unused.lock").exists()  # no file lock taken on PostgreSQL
+
+
+def test_deploy_files_run_the_retrain_command():
+    root = Path(__file__).resolve().parent.parent / "deploy"
+    job = yaml.safe_load((root / "cronjob.yaml").read_text())
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["shadowcast", "retrain", "--config"]
+    service = (root / "shadowcast-retrain.service").read_text()
+    assert "shadowcast retrain --config" in service and "SuccessExitStatus=3" in service  # 3: lock held
+    assert "OnCalendar=" in (root / "shadowcast-retrain.timer").read_text()
