@@ -48,9 +48,11 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Costs per unit-hour of capacity and per demand-unit-hour left unserved.
+    """Prices per unit-hour: an active unit, and a unit of capacity left short of demand.
 
     Warm shadows and standby units cost `warm_fraction` of an active unit (idle but running).
+    `unserved_penalty` is charged per unit-hour of *capacity* short (unserved demand divided by the
+    pool's `capacity_per_unit`), so every ratio the policy takes from these prices is unit-free.
     """
 
     active_unit_cost: float = 1.0
@@ -100,13 +102,49 @@ class SwitchoverDecision:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """Knobs of the quantile policy; every level left `None` is derived from the `CostModel`.
+
+    `active_level`/`pool_level`: quantile levels of demand for the active set and for active + shadow.
+    `switch_threshold`: switch to a shadow when P(demand > active capacity within the cold lead time)
+    exceeds it (default: 1 - active level, the same newsvendor trade-off); `revert_threshold`: go back
+    when that probability falls below it (default: half the switch threshold, so decisions do not flap).
+    `shared_pool`: size one shadow pool for all clusters from the joint sample paths.
+    `region_resilient`: size and spread shadows so that losing any one region still leaves the pool's
+    quantile covered (needs two or more regions in the `PoolSpec`).
+    """
+
+    active_level: float | None = None
+    pool_level: float | None = None
+    switch_threshold: float | None = None
+    revert_threshold: float | None = None
+    mode: SwitchoverMode = SwitchoverMode.SCALE_OUT
+    shared_pool: bool = False
+    region_resilient: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("active_level", "pool_level", "switch_threshold", "revert_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"PolicyConfig.{name} must lie in (0, 1), got {value}")
+        if self.mode is SwitchoverMode.REVERT:
+            raise ValueError("PolicyConfig.mode must be scale-out or tiered; revert is a decision, not a mode")
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
-    """Desired capacity of one cluster per forecast step (arrays of length `horizon`, in units)."""
+    """Desired capacity of one cluster per forecast step (tuples of length `horizon`, in units).
+
+    `shadow_units[h]` warm units on top of `active_units[h]`; `exceed_probability[h]` is
+    P(demand at step h > the fleet's current active capacity), the figure switchovers act on.
+    """
 
     cluster_id: str
     active_units: tuple[int, ...]
     shadow_units: tuple[int, ...]
-    quantile_level: float
+    quantile_level: float  # level of the active set
+    pool_level: float = 0.0  # level of active + shadow over the cold lead time
+    exceed_probability: tuple[float, ...] = ()
     switchovers: tuple[SwitchoverDecision, ...] = ()
 
 
@@ -114,7 +152,7 @@ class ClusterPlan:
 class Plan:
     clusters: dict[str, ClusterPlan]
     shared_shadow_units: tuple[int, ...] = ()  # joint pool over all clusters, when shared pools are on
-    placement: dict[str, int] = field(default_factory=dict)  # region -> shadow units
+    placement: dict[str, int] = field(default_factory=dict)  # region -> shadow units (first step)
 
 
 # --- runtime: resources behind a driver ----------------------------------------------------------

@@ -1,0 +1,257 @@
+"""The quantile policy: `Forecast × FleetState × CostModel × PoolSpec → Plan`. Pure: no I/O, no clock.
+
+Three numbers do the work, all read off the forecast's sample paths (converted to capacity units):
+- the **active set** at step h is the `active_level` quantile of demand at h;
+- **active + shadow** is the `pool_level` quantile of the *largest* demand over [h, h + cold lead]:
+  whatever demand can reach before a cold unit could be provisioned must already be warm;
+- a **switchover** to a shadow is due when P(demand > the fleet's active capacity) crosses a threshold.
+Both levels come from the prices (newsvendor critical ratios), not from hand-set constants, and a
+shared pool over several clusters is a quantile of the *sum* of their excess demand, path by path.
+
+Quantiles are the inverted empirical CDF (the newsvendor optimum of a discrete distribution: the
+smallest value whose CDF reaches the level); levels finer than the samples resolve extend the spread
+above the median with a normal tail, so online calibration (`allocator.calibration`) can push a
+level past what a finite sample shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from allocator.types import (
+    ClusterFleet,
+    ClusterPlan,
+    CostModel,
+    FleetState,
+    Plan,
+    PolicyConfig,
+    PoolSpec,
+    SwitchoverDecision,
+    SwitchoverMode,
+)
+from forecasting.forecast import Forecast
+
+MAX_LEVEL = 1 - 1e-12  # levels are kept inside (0, MAX_LEVEL]; the tail beyond means nothing
+_TOLERANCE = 1e-9  # a forecast of 3.0000000001 units is 3 units, not 4
+
+
+@dataclass(frozen=True)
+class QuantileLevels:
+    active: float
+    pool: float
+
+
+def critical_ratio(underage: float, overage: float) -> float:
+    """Newsvendor: the cost-minimising service level cu / (cu + co), clipped to [0, 1]."""
+    if underage < 0 or overage < 0:
+        raise ValueError(f"underage and overage costs must be >= 0, got {underage} and {overage}")
+    if underage + overage == 0:
+        return 0.5
+    return min(1.0, max(0.0, underage / (underage + overage)))
+
+
+def levels_from_costs(costs: CostModel) -> QuantileLevels:
+    """Quantile levels for the active set and for active + shadow, from the prices.
+
+    An active unit that turns out idle could have been warm: overage (1 - w)·c; a unit short costs
+    the penalty less that saving. A warm unit that is never needed wastes w·c; a unit short of the
+    whole pool costs the penalty less that. With c = 1, w = 0.3, p = 20: 0.965 and 0.985.
+    """
+    c, w, p = costs.active_unit_cost, costs.warm_fraction, costs.unserved_penalty
+    active = critical_ratio(max(p - (1 - w) * c, 0.0), (1 - w) * c)
+    pool = critical_ratio(max(p - w * c, 0.0), w * c)
+    return QuantileLevels(min(active, MAX_LEVEL), min(max(pool, active), MAX_LEVEL))
+
+
+def step_seconds(freq: str) -> float:
+    return pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds()
+
+
+def lead_steps(seconds: float, step_s: float) -> int:
+    """Whole steps a delay of `seconds` spans (a 5 s activation on 60 s steps spans one)."""
+    return int(math.ceil(seconds / step_s - _TOLERANCE))
+
+
+def quantile_of_sorted(sorted_samples: np.ndarray, level: np.ndarray | float) -> np.ndarray:
+    """Inverted-CDF quantile of samples sorted along the last axis; `level` broadcasts against the rest.
+
+    Above level 1 - 1/(2S) the distance from the median to the largest sample grows like an
+    exponential tail's, log(1 / (1 - level)), so levels keep meaning something past the sample
+    (demand spikes have heavier tails than a Gaussian's).
+    """
+    count = sorted_samples.shape[-1]
+    level = np.asarray(level, dtype=float)
+    shape = np.broadcast_shapes(sorted_samples.shape[:-1], level.shape)
+    values = np.broadcast_to(sorted_samples, (*shape, count))
+    index = np.clip(np.ceil(level * count - _TOLERANCE).astype(np.int64) - 1, 0, count - 1)
+    result = np.take_along_axis(values, np.broadcast_to(index, shape)[..., None], axis=-1)[..., 0]
+    top = 1 - 0.5 / count
+    if count > 1 and np.any(level > top):
+        median = values[..., (count + 1) // 2 - 1]
+        stretch = np.log1p(-np.clip(level, top, MAX_LEVEL)) / np.log1p(-top)
+        result = np.where(level > top, median + (values[..., -1] - median) * stretch, result)
+    return result
+
+
+def empirical_quantile(samples: np.ndarray, level: np.ndarray | float, axis: int = 1) -> np.ndarray:
+    """`quantile_of_sorted` for unsorted samples along `axis` (the sample axis of a Forecast by default)."""
+    return quantile_of_sorted(np.sort(np.moveaxis(samples, axis, -1), axis=-1), level)
+
+
+def window_max(samples: np.ndarray, window: int) -> np.ndarray:
+    """Largest value over [h, h + window] along the last axis (the horizon), cut at its end."""
+    result = samples.copy()
+    for shift in range(1, min(window, samples.shape[-1] - 1) + 1):
+        np.maximum(result[..., :-shift], samples[..., shift:], out=result[..., :-shift])
+    return result
+
+
+def units(capacity: np.ndarray) -> np.ndarray:
+    """Whole units covering a capacity, never negative."""
+    return np.maximum(np.ceil(np.asarray(capacity) - _TOLERANCE), 0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """Per cluster and step (`[clusters, horizon]`): units to keep active and active + shadow in total."""
+
+    active: np.ndarray
+    total: np.ndarray
+    pool_excess: np.ndarray  # pool-level quantile of (lead-window demand - active), capacity units, >= 0
+
+    @property
+    def shadow(self) -> np.ndarray:
+        return self.total - self.active
+
+
+def size_pools(
+    demand_units: np.ndarray, active_level: np.ndarray | float, pool_level: np.ndarray | float,
+    cold_lead: int, min_active: int = 0,
+) -> PoolSizing:
+    """Active and total units from sample paths `[clusters, samples, horizon]` in capacity units.
+
+    Levels are scalars or one per cluster. The total covers the largest demand over the cold lead
+    time: a shadow must be warm before the spike by at least the time a cold unit takes.
+    """
+    clusters = demand_units.shape[0]
+    a_level = np.broadcast_to(np.asarray(active_level, dtype=float), (clusters,))[:, None]
+    p_level = np.broadcast_to(np.asarray(pool_level, dtype=float), (clusters,))[:, None]
+    point = np.sort(np.moveaxis(demand_units, 1, -1), axis=-1)  # [clusters, horizon, samples]
+    reach = np.sort(np.moveaxis(window_max(demand_units, cold_lead), 1, -1), axis=-1)
+    active = np.maximum(units(quantile_of_sorted(point, a_level)), min_active)
+    pool_value = quantile_of_sorted(reach, p_level)
+    total = np.maximum(active, units(pool_value))
+    return PoolSizing(active, total, np.maximum(pool_value - active, 0.0))
+
+
+def shared_excess(demand_units: np.ndarray, active: np.ndarray, pool_level: float, cold_lead: int) -> np.ndarray:
+    """`[horizon]` pool-level quantile of the summed excess over active, across clusters, path by path."""
+    excess = np.maximum(window_max(demand_units, cold_lead) - active[:, None, :], 0.0).sum(axis=0)  # [S, H]
+    return quantile_of_sorted(np.sort(excess.T, axis=-1), pool_level)
+
+
+def shared_shadow_units(sizing: PoolSizing, demand_units: np.ndarray, pool_level: float, cold_lead: int) -> np.ndarray:
+    """One warm pool for all clusters, `[horizon]` units.
+
+    Sized from the joint paths, so spikes that do not coincide share units. Quantiles are not
+    sub-additive (two independent 4 % spikes give a 7.8 % chance that one happens), so the joint
+    figure is capped by the sum of separate pools: sharing never costs more than not sharing.
+    """
+    joint = units(shared_excess(demand_units, sizing.active, pool_level, cold_lead))
+    return np.minimum(joint, sizing.shadow.sum(axis=0))
+
+
+def region_resilient_total(total: np.ndarray, regions: int) -> np.ndarray:
+    """Fewest units which, spread evenly over `regions`, still number `total` after losing any one.
+
+    Losing a region removes ceil(n / R) of n evenly spread units, so n = T + ceil(T / (R - 1)).
+    """
+    total = np.asarray(total, dtype=np.int64)
+    if regions < 2:
+        return total
+    return total + -(-total // (regions - 1))
+
+
+def spread(count: int, regions: tuple[str, ...]) -> dict[str, int]:
+    """Units per region, as even as whole units allow (the first regions take the remainder)."""
+    base, extra = divmod(int(count), len(regions))
+    return {region: base + (i < extra) for i, region in enumerate(regions)}
+
+
+def exceed_probability(demand_units: np.ndarray, capacity_units: np.ndarray) -> np.ndarray:
+    """`[clusters, horizon]` P(demand > capacity) from sample paths; capacity is one figure per cluster."""
+    return (demand_units > np.asarray(capacity_units, dtype=float)[:, None, None]).mean(axis=1)
+
+
+def switchover_decisions(
+    cluster_id: str, fleet: ClusterFleet, active_plan: np.ndarray, exceed: np.ndarray,
+    revert_capacity: int, *, switch_threshold: float, warm_lead: int, mode: SwitchoverMode,
+) -> tuple[SwitchoverDecision, ...]:
+    """The next switchover (if the probability of outgrowing the active set crosses the threshold)
+    or a revert (if a smaller set would now do, with probability of being outgrown below the revert
+    threshold, `revert_capacity` being that smaller set)."""
+    crossing = np.flatnonzero(exceed > switch_threshold)
+    if crossing.size:
+        h = int(crossing[0])
+        target = int(active_plan[h:].max()) if h < len(active_plan) else fleet.active
+        moved = target if mode is SwitchoverMode.TIERED else target - fleet.active
+        if moved > 0:
+            return (SwitchoverDecision(cluster_id, max(0, h - warm_lead), mode, moved, float(exceed[h])),)
+    if fleet.standby > 0 and revert_capacity <= fleet.standby:
+        return (SwitchoverDecision(cluster_id, 0, SwitchoverMode.REVERT, fleet.standby, float(exceed.max())),)
+    if fleet.standby == 0 and fleet.active > revert_capacity:
+        return (SwitchoverDecision(cluster_id, 0, SwitchoverMode.REVERT, fleet.active - revert_capacity,
+                                   float(exceed.max())),)
+    return ()
+
+
+def plan(
+    forecast: Forecast, fleet: FleetState, costs: CostModel, spec: PoolSpec, config: PolicyConfig = PolicyConfig(),
+    *, min_active: int = 1,
+) -> Plan:
+    """Desired active and shadow units per cluster and forecast step, switchovers and shadow placement."""
+    step_s = step_seconds(forecast.freq)
+    cold_lead, warm_lead = lead_steps(spec.cold_provision_s, step_s), lead_steps(spec.warm_activation_s, step_s)
+    derived = levels_from_costs(costs)
+    active_level = config.active_level if config.active_level is not None else derived.active
+    pool_level = config.pool_level if config.pool_level is not None else max(derived.pool, active_level)
+    switch_threshold = config.switch_threshold if config.switch_threshold is not None else 1 - active_level
+    revert_threshold = config.revert_threshold if config.revert_threshold is not None else switch_threshold / 2
+
+    demand = forecast.samples / spec.capacity_per_unit
+    sizing = size_pools(demand, active_level, pool_level, cold_lead, min_active)
+    total = sizing.total
+    if config.region_resilient:
+        total = np.maximum(region_resilient_total(total, len(spec.regions)), sizing.active)
+    shadow = total - sizing.active
+    current = np.array([fleet.of(c).active for c in forecast.cluster_ids], dtype=float)
+    exceed = exceed_probability(demand, current)
+    # The smallest active set whose chance of being outgrown before an activation lands is below the
+    # revert threshold: going back to it is safe.
+    near = window_max(demand[:, :, : warm_lead + 1], warm_lead)[:, :, 0]
+    revert_to = np.maximum(units(empirical_quantile(near, 1 - revert_threshold, axis=1)), min_active)
+
+    clusters = {}
+    for c, cluster in enumerate(forecast.cluster_ids):
+        decisions = switchover_decisions(
+            cluster, fleet.of(cluster), sizing.active[c], exceed[c], int(revert_to[c]),
+            switch_threshold=switch_threshold, warm_lead=warm_lead, mode=config.mode)
+        clusters[cluster] = ClusterPlan(
+            cluster, tuple(int(u) for u in sizing.active[c]), tuple(int(u) for u in shadow[c]),
+            float(active_level), float(pool_level), tuple(float(p) for p in exceed[c]), decisions)
+
+    shared: tuple[int, ...] = ()
+    first_pool = int(shadow[:, 0].sum())
+    if config.shared_pool:
+        joint = shared_shadow_units(sizing, demand, pool_level, cold_lead)
+        if config.region_resilient:
+            active_sum = sizing.active.sum(axis=0)
+            joint = np.minimum(region_resilient_total(active_sum + joint, len(spec.regions)) - active_sum,
+                               shadow.sum(axis=0))
+        shared = tuple(int(u) for u in joint)
+        first_pool = shared[0]
+    return Plan(clusters, shared, spread(first_pool, spec.regions))
