@@ -25,7 +25,7 @@ from typing import Callable
 
 from allocator.drivers.base import DriverError, ResourceDriver, UnknownRouteError
 from allocator.notify import Notifier, SwitchoverNotice
-from allocator.store import ResourceBusyError, Store
+from allocator.store import ResourceBusyError, Store, SwitchoverConflictError
 from allocator.types import (
     Plan,
     PoolSpec,
@@ -93,21 +93,35 @@ class Controller:
         Raises SwitchoverRejected (bad request, nothing changed), ResourceBusyError (another
         switchover holds a resource) or SwitchoverFailed (it ran and was rolled back).
         """
-        try:
-            existing = self.store.get_switchover(switchover_id)
-        except KeyError:
-            existing = None
-        if existing is not None and existing.phase.finished:
-            self._check_same(existing, route, source_id, target_id, kind)
-            return existing  # idempotent retry of a finished request
         self.marks = {"decided": time.perf_counter()}
-        if existing is not None:
+        try:
+            source, target = self._validate(route, source_id, target_id, kind, resuming=False)
+        except SwitchoverRejected:
+            # A retried request is valid even though its own earlier run changed the states.
+            existing = self._existing(switchover_id)
+            if existing is None:
+                raise
             self._check_same(existing, route, source_id, target_id, kind)
-        source, target = self._validate(route, source_id, target_id, kind, resuming=existing is not None)
+            if existing.phase.finished:
+                return existing
+            source, target = self._validate(route, source_id, target_id, kind, resuming=True)
         request = Switchover(switchover_id, kind, target.cluster_id, route, source.id, target.id)
         with self.store.locks.acquire((source.id, target.id)):
-            switchover, created = self.store.begin_switchover(request, detail=f"{kind} {source.id} -> {target.id}")
+            try:
+                # PLANNED and SYNCING journaled in one transaction, before anything is synced.
+                switchover, created = self.store.begin_switchover(
+                    request, detail=f"{kind} {source.id} -> {target.id}", then=SwitchoverPhase.SYNCING)
+            except SwitchoverConflictError as exc:
+                raise SwitchoverRejected(str(exc)) from None
+            if switchover.phase.finished:
+                return switchover  # idempotent retry of a finished request
             return self._drive(switchover, fresh=created)
+
+    def _existing(self, switchover_id: str) -> Switchover | None:
+        try:
+            return self.store.get_switchover(switchover_id)
+        except KeyError:
+            return None
 
     def resume(self) -> list[Switchover]:
         """Finish every unfinished switchover (after a crash): complete or roll back each one."""
@@ -134,7 +148,7 @@ class Controller:
             return self._rollback(sw, RuntimeError(sw.error or f"controller restarted during {sw.phase}"))
         try:
             note = ""
-            if sw.phase is SwitchoverPhase.PLANNED:
+            if sw.phase in (SwitchoverPhase.PLANNED, SwitchoverPhase.SYNCING):
                 sw, note = self._step(sw, SwitchoverPhase.SYNCING, self._sync, note)
                 sw, note = self._step(sw, SwitchoverPhase.NOTIFYING, self._notify_upcoming, note)
             sw, note = self._step(sw, SwitchoverPhase.REDIRECTING, self._redirect_and_settle, note)
@@ -376,11 +390,7 @@ class Controller:
         return None
 
     def _known(self, switchover_id: str) -> bool:
-        try:
-            self.store.get_switchover(switchover_id)
-            return True
-        except KeyError:
-            return False
+        return self._existing(switchover_id) is not None
 
     def _freshest(self, warm: list[Resource]) -> Resource:
         healthy = [r for r in warm if self.driver.probe(r).ok]

@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,24 +83,39 @@ class LocalDriver:
         self._cursors: dict[tuple[str, str], int] = {}  # (source, target) -> source seq last copied
         self._conns: dict[str, http.client.HTTPConnection] = {}  # admin connections, used under _lock
         self.catch_up_below = 256  # sessions: a delta this small is left to the handoff
-        self._owner = self._claim_directory()
-        self._inventory = self._load_inventory(routes, slots_per_route)
-        self.haproxy = HAProxy(binary, self.runtime_dir, self._inventory["socket"], self._inventory["ports"],
-                               self._inventory["slots_per_route"])
-        self._ensure_haproxy()
-        self._kill_orphans()
+        self._depth = 0  # nesting of _locked() in this process
+        self._stamp: object = object()  # matches no stamp: the first _locked() reads the inventory
+        self._dir_lock = open(self.runtime_dir / "driver.lock", "a+")
+        self._routes_wanted, self._slots_wanted = routes, slots_per_route
+        with self._locked():
+            self.haproxy = HAProxy(binary, self.runtime_dir, self._inventory["socket"], self._inventory["ports"],
+                                   self._inventory["slots_per_route"])
+            self._ensure_haproxy()
+            self._kill_orphans()
+            self._save()
 
     # --- start-up and adoption ---------------------------------------------------------------------
 
-    def _claim_directory(self):
-        """One driver per runtime dir: two would fight over slots and the inventory."""
-        handle = open(self.runtime_dir / "driver.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise DriverError(f"runtime dir {self.runtime_dir} is in use by another driver") from None
-        return handle
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The driver's critical section, across threads *and* processes: several controllers (or a
+        controller and a monitor) may share one runtime dir. The inventory is re-read on entry, so
+        each process acts on what the others last wrote."""
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    fcntl.flock(self._dir_lock, fcntl.LOCK_EX)
+                    if self._inventory_stamp() != self._stamp:  # another process wrote it
+                        self._inventory = self._load_inventory(self._routes_wanted, self._slots_wanted)
+                        self._stamp = self._inventory_stamp()
+                        if hasattr(self, "haproxy"):
+                            self.haproxy.ports = dict(self._inventory["ports"])
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._dir_lock, fcntl.LOCK_UN)
 
     def _load_inventory(self, routes: tuple[str, ...], slots: int) -> dict:
         path = self.runtime_dir / "inventory.json"
@@ -114,8 +131,16 @@ class LocalDriver:
     def _save(self) -> None:
         path = self.runtime_dir / "inventory.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._inventory, indent=1))
-        os.replace(tmp, path)
+        tmp.write_text(json.dumps(self._inventory))
+        os.replace(tmp, path)  # a new inode every time: the stamp below always changes
+        self._stamp = self._inventory_stamp()
+
+    def _inventory_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.runtime_dir / "inventory.json")
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def _ensure_haproxy(self) -> None:
         if self.haproxy.answers():
@@ -163,7 +188,7 @@ class LocalDriver:
                   resource_id: str | None = None) -> Resource:
         if region is not None and region not in spec.regions:
             raise ValueError(f"region {region!r} is not in pool {spec.name!r}'s regions {spec.regions}")
-        with self._lock:
+        with self._locked():
             if resource_id is not None and resource_id in self._inventory["resources"]:
                 record = self._inventory["resources"][resource_id]
                 if (record["pool"], record["cluster_id"]) != (spec.name, cluster_id):
@@ -190,7 +215,7 @@ class LocalDriver:
     def sync(self, source: Resource, target: Resource) -> int:
         if source.id == target.id:
             raise ValueError("sync needs two different resources")
-        with self._lock:
+        with self._locked():
             src, dst = self._servable(source.id), self._servable(target.id)
             cursor = self._cursors.get((source.id, target.id), 0)
             copied = 0
@@ -215,7 +240,7 @@ class LocalDriver:
             return copied
 
     def redirect(self, route: str, source: Resource | None, target: Resource) -> None:
-        with self._lock:
+        with self._locked():
             slots = self._route_slots(route)
             dst = self._servable(target.id)
             src = self._record(source.id) if source is not None else None
@@ -250,7 +275,7 @@ class LocalDriver:
             self._save()
 
     def detach(self, route: str, resource: Resource) -> None:
-        with self._lock:
+        with self._locked():
             slots = self._route_slots(route)
             self._record(resource.id)
             for slot, rid in list(slots.items()):
@@ -260,7 +285,7 @@ class LocalDriver:
             self._save()
 
     def set_state(self, resource: Resource, state: ResourceState) -> Resource:
-        with self._lock:
+        with self._locked():
             record = self._record(resource.id)
             current = ResourceState(record["state"])
             check_transition(resource.id, current, state)
@@ -280,7 +305,7 @@ class LocalDriver:
             return self._resource(record)
 
     def probe(self, resource: Resource) -> Health:
-        with self._lock:
+        with self._locked():
             record = dict(self._record(resource.id))
         if record["state"] == ResourceState.RELEASED:
             return Health(resource.id, ok=False, latency_ms=0.0, detail="released")
@@ -304,7 +329,7 @@ class LocalDriver:
         return Health(resource.id, ok=ok, latency_ms=latency, detail="" if ok else f"healthz {status}: {body}")
 
     def release(self, resource: Resource) -> None:
-        with self._lock:
+        with self._locked():
             record = self._record(resource.id)
             if record["state"] == ResourceState.RELEASED:
                 return
@@ -319,51 +344,57 @@ class LocalDriver:
             self._save()
 
     def get(self, resource_id: str) -> Resource:
-        with self._lock:
+        with self._locked():
             return self._resource(self._record(resource_id))
 
     def list(self, cluster_id: str | None = None) -> list[Resource]:
-        with self._lock:
+        with self._locked():
             return [self._resource(r) for r in self._inventory["resources"].values()
                     if r["state"] != ResourceState.RELEASED and (cluster_id is None or r["cluster_id"] == cluster_id)]
 
     def route_members(self, route: str) -> tuple[str, ...]:
-        with self._lock:
+        with self._locked():
             return tuple(self._route_slots(route).values())
 
     def routes(self) -> tuple[str, ...]:
-        return tuple(self._inventory["ports"])
+        with self._locked():
+            return tuple(self._inventory["ports"])
 
     # --- local extras ------------------------------------------------------------------------------
 
     def route_url(self, route: str) -> str:
-        self._route_slots(route)
-        return f"http://127.0.0.1:{self._inventory['ports'][route]}"
+        with self._locked():
+            self._route_slots(route)
+            return f"http://127.0.0.1:{self._inventory['ports'][route]}"
 
     def pid(self, resource_id: str) -> int | None:
-        return self._record(resource_id).get("pid")
+        with self._locked():
+            return self._record(resource_id).get("pid")
 
     def haproxy_members(self, route: str) -> dict[str, int]:
         """What HAProxy itself routes to (slot -> port), for checks against `route_members`."""
         return {s.name: s.port for s in self.haproxy.servers(route).values() if s.operational and not s.maintenance}
 
     def close(self) -> None:
-        """Let go of the directory; workers and HAProxy keep running for the next driver to adopt."""
+        """Let go; workers and HAProxy keep running for this or another driver to adopt."""
         with self._lock:
             for proc in self._procs.values():
                 proc.poll()
-            self._owner.close()
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+            self._dir_lock.close()
 
     def shutdown(self) -> None:
         """Stop every worker and HAProxy, then let go of the directory."""
-        with self._lock:
+        with self._locked():
             if not self.haproxy.answers():  # nothing to unbind from: forget the bindings
                 for slots in self._inventory["slots"].values():
                     slots.clear()
             for rid in list(self._inventory["resources"]):
                 self.release(self.get(rid))
             self.haproxy.stop()
-            self._owner.close()
+        self.close()
 
     # --- helpers -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from allocator.drivers.base import DriverError, ResourceDriver
+from allocator.drivers.base import ResourceDriver
 from allocator.drivers.local import LocalDriver, http_json
 from allocator.types import ResourceState
 from tests.drivers.contract import ROUTE, SPEC, DriverContract
@@ -42,9 +42,21 @@ def test_haproxy_routes_to_the_bound_worker_and_hides_the_admin_api(local_driver
     assert status == 403  # clients cannot read or move state
 
 
-def test_a_second_driver_on_the_same_directory_is_refused(local_driver: LocalDriver) -> None:
-    with pytest.raises(DriverError, match="in use"):
-        LocalDriver(local_driver.runtime_dir, routes=(ROUTE,))
+def test_two_drivers_share_one_runtime_dir(local_driver: LocalDriver) -> None:
+    """A controller and a monitor (or two controllers) in different processes see one inventory."""
+    other = LocalDriver(local_driver.runtime_dir, routes=(ROUTE,))
+    try:
+        a = local_driver.provision(SPEC, warm=True)
+        other.redirect(ROUTE, None, other.get(a.id))
+        b = other.provision(SPEC, warm=True)
+        assert local_driver.route_members(ROUTE) == (a.id,)
+        assert {r.id for r in local_driver.list()} == {a.id, b.id}
+        local_driver.redirect(ROUTE, local_driver.get(a.id), local_driver.get(b.id))
+        assert other.route_members(ROUTE) == (b.id,) and other.probe(other.get(b.id)).ok
+        other.release(other.get(a.id))  # spawned by the first driver, stopped by the second
+        assert local_driver.get(a.id).state is ResourceState.RELEASED and not local_driver.probe(a).ok
+    finally:
+        other.close()
 
 
 def test_a_new_driver_adopts_running_workers_and_kills_orphans(tmp_path: Path) -> None:

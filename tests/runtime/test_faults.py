@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,4 +173,40 @@ def test_controller_cli_rejects_bad_input_without_changing_anything(runtime_dir:
     result = _controller(["switch", "--id", "x", "--source", a, "--target", "ghost", "--on", ROUTE], url, runtime_dir)
     assert result.returncode == 2 and "unknown resource 'ghost'" in json.loads(result.stdout)["rejected"]
     assert store.switchovers() == []
+    store.close()
+
+
+def test_two_controller_processes_never_act_on_one_resource(runtime_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_store(url)
+    driver = LocalDriver(runtime_dir, routes=(ROUTE,), slots_per_route=4)
+    try:
+        controller = Controller(driver, store)
+        a, b = _setup(controller)
+        c = controller.provision(SPEC, cluster_id=ROUTE).id
+    finally:
+        driver.close()
+    args = ["--store", url, "--runtime-dir", str(runtime_dir), "--route", ROUTE, "switch", "--on", ROUTE]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "allocator.controller", *args, "--id", "sw-1", "--source", a,
+                              "--target", b], env={**env, FAULT_ENV: "before:redirecting:pause:3"}, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(e.phase is SwitchoverPhase.REDIRECTING for e in store.journal("sw-1")):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        # The second controller (through the CLI entry) wants the same active, for another shadow.
+        second = subprocess.run([str(Path(sys.executable).parent / "shadowcast"), "controller", *args,
+                                 "--id", "sw-2", "--source", a, "--target", c],
+                                env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert "locked" in json.loads(second.stdout)["rejected"] or "unfinished" in second.stdout
+        assert [s.id for s in store.switchovers()] == ["sw-1"]
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert json.loads(out.strip().splitlines()[-1])["phase"] == "committed", err
     store.close()

@@ -13,7 +13,7 @@ from tests.drivers.local_harness import runtime_processes
 from tests.runtime.conftest import ROUTE
 
 SPEC = PoolSpec(name="web-pool", cold_provision_s=5, warm_activation_s=0.1)
-INTERVAL = 0.5
+INTERVAL = 1.0  # s; a replacement (a worker started from nothing) must fit in the third interval
 
 
 def _fail_probes(driver: LocalDriver, resource_id: str) -> None:
