@@ -1,9 +1,10 @@
 """The serving API: `create_app(settings)` builds the FastAPI app; `shadowcast serve` runs it.
 
-Routers live in `pipelines/api/`, one module per area. The core ones (health and metrics,
-forecast, model admin) are always mounted; the allocator's (plan, switchovers, resources,
-notifications) plug in through `routers=` with whatever they need placed in `Services.extras`
-by their `install(app, services)` hook, so this factory never imports the allocator.
+Routers live in `pipelines/api/`, one module per area, each a `router` plus an optional
+`install(app, services)` hook that registers its metrics and shared objects (`Services.extras`).
+Health and metrics, forecast, model admin and plan are always there; switchovers, resources and
+notifications act on a `Runtime` (controller, store, notifier, driver) built from the
+`runtime:` settings or passed in, and answer 404 without one. More routers plug in via `routers=`.
 
 The serving path imports torch, numpy, pandas, FastAPI and (for registry URIs) MLflow; never
 Lightning, GluonTS or Optuna (`tests/serve/test_imports.py` holds it to that).
@@ -21,12 +22,13 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from pipelines.api import admin, errors, forecast, ops
+from pipelines.api import admin, errors, forecast, notifications, ops, plan, switchovers
 from pipelines.api.auth import describe_open_reads
 from pipelines.api.deps import Services
 from pipelines.api.forecast_cache import ForecastCache
 from pipelines.api.metrics import RequestTimer, ServeMetrics
 from pipelines.api.model_holder import LoadedModel, ModelHolder, ModelLoader, RegistryLoader
+from pipelines.api.runtime import Runtime, build_runtime
 from pipelines.api.settings import ServeSettings
 from pipelines.security import KeyVerifier
 
@@ -40,12 +42,20 @@ class RouterPlugin(Protocol):
     router: APIRouter
 
 
-def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None = None, store: Any = None,
-               routers: Sequence[RouterPlugin] = (), metrics: ServeMetrics | None = None,
-               clock: Callable[[], float] = time.time, follow_model: bool = True) -> FastAPI:
+CORE_ROUTERS = (ops, forecast, admin, plan, switchovers, notifications)
+
+
+def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None = None,
+               runtime: Runtime | None = None, store: Any = None, routers: Sequence[RouterPlugin] = (),
+               metrics: ServeMetrics | None = None, clock: Callable[[], float] = time.time,
+               follow_model: bool = True) -> FastAPI:
     """The app. `predictor_loader` resolves and loads models (default: folders and the MLflow
-    registry); `store` is the allocator's state store (checked by /readyz through `ping()`);
-    `follow_model=False` skips the background load, for tests that load synchronously."""
+    registry); `runtime` drives switchovers (default: built from `settings.runtime`, if any);
+    `store` is what /readyz pings (default: the runtime); `follow_model=False` skips the
+    background model load, for tests that only look at the schema."""
+    owned = runtime is None  # built here, so closed here at shutdown
+    if owned:
+        runtime = build_runtime(settings.runtime)
     metrics = metrics or ServeMetrics()
     forecasts = ForecastCache(clock)
     metrics.track_forecast_age(lambda: forecasts.latest_at, clock)
@@ -55,7 +65,7 @@ def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None 
 
     models = ModelHolder(settings.model, predictor_loader or RegistryLoader(settings.tracking_uri), on_swap=swapped)
     services = Services(settings, models, metrics, forecasts, KeyVerifier(settings.security.api_key_hashes),
-                        store, clock)
+                        store if store is not None else runtime, clock, extras={"runtime": runtime})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +75,8 @@ def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None 
         finally:
             if task is not None:
                 task.cancel()
+            if owned and runtime is not None:
+                runtime.close()
 
     app = FastAPI(
         title="shadowcast", version=_version(), lifespan=lifespan,
@@ -73,7 +85,7 @@ def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None 
     )
     app.state.services = services
     errors.install(app)
-    for module in (ops, forecast, admin, *routers):
+    for module in (*CORE_ROUTERS, *routers):
         app.include_router(module.router)
         install = getattr(module, "install", None)
         if install is not None:

@@ -10,9 +10,11 @@ known-future covariates of the horizon, exactly as in a CSV file.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.api.settings import CostSettings, PolicySettings, PoolSettings
 
 MAX_HORIZON, MAX_SAMPLES = 10_000, 100_000  # schema-level caps; the settings' limits are usually lower
 
@@ -168,3 +170,132 @@ class ErrorResponse(BaseModel):
     """422 bodies keep FastAPI's shape (`detail`: a list naming where); other errors a message."""
 
     detail: list[ErrorItem] | str
+
+
+# --- plans ----------------------------------------------------------------------------------------
+
+class FleetEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: int = Field(0, ge=0)
+    warm: int = Field(0, ge=0)
+    standby: int = Field(0, ge=0)
+    provisioning: int = Field(0, ge=0)
+
+
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"cluster_ids": ["web-1"], "fleet": {"web-1": {"active": 3, "warm": 1}},
+         "pool": {"capacity_per_unit": 50, "cold_provision_s": 600, "warm_activation_s": 5}},
+    ]})
+
+    cluster_ids: list[ClusterId] | None = Field(None, min_length=1, max_length=100_000,
+                                                description="Default: every cluster with a cached forecast.")
+    fleet: dict[ClusterId, FleetEntry] | None = Field(
+        None, description="Units per cluster now; default: what the runtime reports, else none.")
+    costs: CostSettings | None = Field(None, description="Default: the server's `plan.costs`.")
+    pool: PoolSettings | None = Field(None, description="Default: the server's `plan.pool`.")
+    policy: PolicySettings | None = Field(None, description="Default: the server's `plan.policy`.")
+
+
+class SwitchoverDecisionOut(BaseModel):
+    step: int
+    mode: str
+    units: int
+    probability: float
+
+
+class ClusterPlanOut(BaseModel):
+    cluster_id: str
+    start: datetime
+    active_units: list[int]
+    shadow_units: list[int]
+    quantile_level: float
+    pool_level: float
+    exceed_probability: list[float]
+    switchovers: list[SwitchoverDecisionOut]
+
+
+class PlanResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "plan_id": "3f2a9c0d1e4b5a6c", "created_at": 1767261600.0, "freq": "h", "horizon": 2,
+        "clusters": [{"cluster_id": "web-1", "start": "2025-03-01T12:00:00", "active_units": [3, 4],
+                      "shadow_units": [2, 2], "quantile_level": 0.95, "pool_level": 0.985,
+                      "exceed_probability": [0.02, 0.31],
+                      "switchovers": [{"step": 1, "mode": "scale-out", "units": 1, "probability": 0.31}]}],
+        "shared_shadow_units": [], "placement": {"local": 2}}]})
+
+    plan_id: str
+    created_at: float = Field(description="Unix seconds.")
+    freq: str
+    horizon: int
+    clusters: list[ClusterPlanOut]
+    shared_shadow_units: list[int]
+    placement: dict[str, int]
+
+
+# --- runtime: switchovers, resources, notifications --------------------------------------------------
+
+SwitchoverKindName = Literal["switchover", "revert", "failover"]
+
+
+class SwitchoverRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "spike-2025-03-01T12-web-1", "route": "web-1", "source_id": "res-0001", "target_id": "res-0002"}]})
+
+    id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                           description="Idempotency key: the same id again answers the same switchover.")
+    route: str = Field(min_length=1, max_length=256)
+    source_id: str = Field(min_length=1, max_length=256, description="The unit serving the route now.")
+    target_id: str = Field(min_length=1, max_length=256, description="The warm shadow (or standby) to move to.")
+    kind: SwitchoverKindName = "switchover"
+
+
+class SwitchoverOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "spike-2025-03-01T12-web-1", "kind": "switchover", "cluster_id": "web-1", "route": "web-1",
+        "source_id": "res-0001", "target_id": "res-0002", "phase": "committed", "error": "",
+        "journal": [{"phase": "planned", "at": 1767261600.0, "detail": "switchover res-0001 -> res-0002"}]}]})
+
+    id: str
+    kind: str
+    cluster_id: str
+    route: str
+    source_id: str
+    target_id: str
+    phase: str = Field(description="planned, syncing, notifying, redirecting, committed, rolling-back, rolled-back")
+    error: str
+    journal: list[dict[str, Any]] = []
+
+
+class ResourceOut(BaseModel):
+    id: str
+    cluster_id: str
+    pool: str
+    region: str
+    state: str
+    endpoint: str
+
+
+class ResourcesResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "resources": [{"id": "res-0001", "cluster_id": "web-1", "pool": "default", "region": "local",
+                       "state": "active", "endpoint": ""}],
+        "fleet": {"web-1": {"active": 1, "warm": 2}}}]})
+
+    resources: list[ResourceOut]
+    fleet: dict[str, dict[str, int]]
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://hooks.example.org/shadowcast", "cluster_id": "web-1"}]})
+
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    cluster_id: str | None = Field(None, min_length=1, max_length=256, description="Default: every cluster.")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    cluster_id: str | None

@@ -7,6 +7,9 @@ error messages (`load_config(path, ServeSettings)` names the file and key path).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.security import KeyHash
@@ -43,6 +46,60 @@ class ForecastLimits(_Strict):
     default_quantiles: list[float] = [0.05, 0.1, 0.5, 0.9, 0.95]
 
 
+Level = Field(None, gt=0, lt=1)
+
+
+class CostSettings(_Strict):
+    """`allocator.types.CostModel`: prices per unit-hour."""
+
+    active_unit_cost: float = Field(1.0, gt=0)
+    warm_fraction: float = Field(0.3, ge=0, le=1)
+    unserved_penalty: float = Field(20.0, ge=0)
+
+
+class PoolSettings(_Strict):
+    """`allocator.types.PoolSpec`: what one unit is and how fast it comes up."""
+
+    name: str = "default"
+    resource_type: Literal["compute", "storage", "network"] = "compute"
+    capacity_per_unit: float = Field(1.0, gt=0)
+    cold_provision_s: float = Field(300.0, ge=0)
+    warm_activation_s: float = Field(5.0, ge=0)
+    regions: list[str] = Field(["local"], min_length=1)
+
+
+class PolicySettings(_Strict):
+    """`allocator.types.PolicyConfig`: levels left null come from the prices."""
+
+    active_level: float | None = Level
+    pool_level: float | None = Level
+    switch_threshold: float | None = Level
+    revert_threshold: float | None = Level
+    mode: Literal["scale-out", "tiered"] = "scale-out"
+    shared_pool: bool = False
+    region_resilient: bool = False
+
+
+class PlanSettings(_Strict):
+    """Defaults of `POST /v1/plan`; a request may override any section."""
+
+    costs: CostSettings = CostSettings()
+    pool: PoolSettings = PoolSettings()
+    policy: PolicySettings = PolicySettings()
+    min_active: int = Field(1, ge=0)
+
+
+class RuntimeSettings(_Strict):
+    """The switchover runtime behind `/v1/switchovers`, `/v1/resources`, `/v1/notifications`.
+    Without a driver those routes answer 404 ("no runtime configured"); plans still work."""
+
+    driver: Literal["simulated", "local"] | None = None
+    store_url: str | None = None  # SQLAlchemy URL; default: sqlite file in runtime_dir (or the working directory)
+    runtime_dir: Path | None = None  # the local driver's processes and HAProxy live here
+    routes: list[str] = ["default"]  # one per cluster: a cluster maps to the route of the same name
+    notify_timeout_s: float = Field(1.0, gt=0)  # how long a switchover waits for webhooks and SSE clients
+
+
 class ServeSettings(_Strict):
     # A model folder or an MLflow URI; with an alias, `reload_interval_s` follows where it points.
     model: str = "models:/shadowcast-dpe@champion"
@@ -53,3 +110,5 @@ class ServeSettings(_Strict):
     log_level: str = "info"
     security: SecuritySettings = SecuritySettings()
     forecast: ForecastLimits = ForecastLimits()
+    plan: PlanSettings = PlanSettings()
+    runtime: RuntimeSettings = RuntimeSettings()

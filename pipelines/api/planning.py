@@ -1,0 +1,84 @@
+"""What `POST /v1/plan` does, as plain functions: cached forecasts + fleet + prices → a `Plan`.
+
+The policy itself is `allocator.policy.plan` (pure); this module only converts the API's pydantic
+sections into the allocator's value types (their own checks, such as "warm activation cannot be
+slower than a cold provision", become 422s naming the section) and the plan into JSON.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from forecasting.forecast import Forecast
+from pipelines.api.forecast_service import RequestError
+from pipelines.api.schemas import ClusterPlanOut, PlanRequest, PlanResponse, SwitchoverDecisionOut
+from pipelines.api.settings import PlanSettings
+
+
+@dataclass(frozen=True)
+class CurrentPlan:
+    plan_id: str
+    created_at: float
+    plan: Any  # allocator.types.Plan
+    spec: Any  # allocator.types.PoolSpec
+    body: bytes  # the JSON answered when it was made, answered again by GET /v1/plan/current
+
+
+def allocator_inputs(request: PlanRequest, defaults: PlanSettings) -> tuple[Any, Any, Any]:
+    from allocator.types import CostModel, PolicyConfig, PoolSpec, ResourceType, SwitchoverMode
+
+    costs, pool, policy = request.costs or defaults.costs, request.pool or defaults.pool, request.policy or defaults.policy
+    try:
+        spec_values = {**pool.model_dump(), "resource_type": ResourceType(pool.resource_type), "regions": tuple(pool.regions)}
+        spec = PoolSpec(**spec_values)
+    except ValueError as exc:
+        raise RequestError(str(exc), ["body", "pool"]) from None
+    try:
+        config = PolicyConfig(**{**policy.model_dump(), "mode": SwitchoverMode(policy.mode)})
+    except ValueError as exc:
+        raise RequestError(str(exc), ["body", "policy"]) from None
+    return CostModel(**costs.model_dump()), spec, config
+
+
+def fleet_state(request: PlanRequest, observed: dict[str, dict[Any, int]] | None) -> Any:
+    """The request's fleet if it gives one, else what the runtime sees, else an empty fleet."""
+    from allocator.types import ClusterFleet, FleetState, ResourceState
+
+    if request.fleet is not None:
+        return FleetState({c: ClusterFleet(**f.model_dump()) for c, f in request.fleet.items()})
+    if observed is None:
+        return FleetState()
+    return FleetState({c: ClusterFleet(active=n.get(ResourceState.ACTIVE, 0), warm=n.get(ResourceState.WARM, 0),
+                                       standby=n.get(ResourceState.STANDBY, 0),
+                                       provisioning=n.get(ResourceState.COLD, 0))
+                       for c, n in observed.items()})
+
+
+def make_plan(forecast: Forecast, request: PlanRequest, defaults: PlanSettings,
+              observed: dict[str, dict[Any, int]] | None) -> CurrentPlan:
+    from allocator.policy import plan
+
+    costs, spec, config = allocator_inputs(request, defaults)
+    result = plan(forecast, fleet_state(request, observed), costs, spec, config, min_active=defaults.min_active)
+    plan_id, created_at = uuid.uuid4().hex[:16], time.time()
+    return CurrentPlan(plan_id, created_at, result, spec, plan_body(plan_id, created_at, forecast, result))
+
+
+def plan_body(plan_id: str, created_at: float, forecast: Forecast, result: Any) -> bytes:
+    clusters = []
+    for c, cluster_id in enumerate(forecast.cluster_ids):
+        p = result.clusters[cluster_id]
+        clusters.append(ClusterPlanOut.model_construct(
+            cluster_id=cluster_id, start=forecast.starts[c].to_pydatetime(), active_units=list(p.active_units),
+            shadow_units=list(p.shadow_units), quantile_level=p.quantile_level, pool_level=p.pool_level,
+            exceed_probability=list(p.exceed_probability),
+            switchovers=[SwitchoverDecisionOut.model_construct(step=d.step, mode=str(d.mode), units=d.units,
+                                                               probability=d.probability) for d in p.switchovers]))
+    body = PlanResponse.model_construct(plan_id=plan_id, created_at=created_at, freq=forecast.freq,
+                                        horizon=forecast.horizon, clusters=clusters,
+                                        shared_shadow_units=list(result.shared_shadow_units),
+                                        placement=dict(result.placement))
+    return body.model_dump_json().encode()
