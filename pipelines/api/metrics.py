@@ -65,8 +65,9 @@ class ServeMetrics:
     def _metric(self, kind, name: str, documentation: str, labels: Sequence[str], **options):
         existing = self._extra.get(name)
         if existing is not None:
-            if not isinstance(existing, kind):
-                raise ValueError(f"metric {name!r} is already registered as a {type(existing).__name__}")
+            if not isinstance(existing, kind) or tuple(existing._labelnames) != tuple(labels):
+                raise ValueError(f"metric {name!r} is already registered as a {type(existing).__name__} "
+                                 f"with labels {list(existing._labelnames)}")
             return existing
         metric = kind(name, documentation, list(labels), namespace=self.namespace, registry=self.registry, **options)
         self._extra[name] = metric

@@ -210,12 +210,14 @@ def test_routers_plug_in_and_add_their_own_metrics(model_dir):
     plugin = types.SimpleNamespace(router=APIRouter())
 
     def install(app, services: Services) -> None:
-        services.extras["switchovers"] = services.metrics.counter("switchovers_total", "Switchovers.", ["outcome"])
-        assert services.metrics.counter("switchovers_total", "Switchovers.", ["outcome"]) is services.extras["switchovers"]
+        services.extras["things"] = services.metrics.counter("things_total", "Things done.", ["outcome"])
+        assert services.metrics.counter("things_total", "Things done.", ["outcome"]) is services.extras["things"]
+        with pytest.raises(ValueError, match="already registered as a Counter with labels"):
+            services.metrics.counter("switchovers_total", "Clash.", ["outcome"])  # the switchover router's
 
     @plugin.router.post("/v1/things", dependencies=[Depends(require_key)])
     def things(services: Services = Depends(get_services)) -> dict:
-        services.extras["switchovers"].labels("succeeded").inc()
+        services.extras["things"].labels("succeeded").inc()
         return {}
 
     plugin.install = install
@@ -223,5 +225,5 @@ def test_routers_plug_in_and_add_their_own_metrics(model_dir):
     assert "/v1/things" in app.openapi()["paths"]
     with running(app) as url:
         assert httpx.post(f"{url}/v1/things").status_code == 403  # no keys configured: mutating routes are closed
-        app.state.services.extras["switchovers"].labels("succeeded").inc()
-        assert 'shadowcast_switchovers_total{outcome="succeeded"} 1.0' in httpx.get(f"{url}/metrics").text
+        app.state.services.extras["things"].labels("succeeded").inc()
+        assert 'shadowcast_things_total{outcome="succeeded"} 1.0' in httpx.get(f"{url}/metrics").text
