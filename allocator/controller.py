@@ -209,8 +209,8 @@ class Controller:
                 self._announce(sw, "committed")
                 raise SwitchoverFailed(sw, cause)
             self.driver.redirect(sw.route, target, source)
-        if source_ok and source.state is not ResourceState.ACTIVE:
-            self._set(source, ResourceState.ACTIVE)
+        if source_ok and source.state not in (ResourceState.ACTIVE, ResourceState.FAILED):
+            self._set(source, ResourceState.ACTIVE)  # (a failed-over source stays failed even if it answers)
         elif not source_ok and source.state not in (ResourceState.FAILED, ResourceState.RELEASED):
             self._set(source, ResourceState.FAILED)
         target = self.driver.get(target.id)

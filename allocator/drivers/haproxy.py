@@ -3,7 +3,9 @@ and the runtime API (admin socket) to bind workers to slots and move traffic wit
 
 One frontend per route on its own loopback port; its backend has `slots` servers, all declared
 `disabled` (maintenance) at 127.0.0.1:1. Binding a worker = `set server addr/port` + `state ready`.
-The admin socket lives in the abstract unix namespace: no path-length limit, nothing to clean up.
+The admin socket is a unix socket in the runtime dir, mode 600, so only its owner can steer traffic.
+A unix socket path holds at most 107 bytes; for a deeper runtime dir the socket goes to the abstract
+namespace instead (no path limit, but any local user may connect: keep runtime dirs short in use).
 """
 
 from __future__ import annotations
@@ -56,13 +58,21 @@ def backend_of(route: str) -> str:
     return f"bk_{route}"
 
 
-def render_config(socket_name: str, ports: dict[str, int], slots: int) -> str:
+def admin_socket_for(workdir: Path, unique: str) -> str:
+    """`unix:<path>` when the path fits a sockaddr_un, else `abns:<name>`."""
+    path = str(workdir.resolve() / "haproxy.sock")
+    return f"unix:{path}" if len(path.encode()) <= 100 else f"abns:shadowcast-{unique}"
+
+
+def render_config(socket: str, ports: dict[str, int], slots: int) -> str:
+    kind, _, where = socket.partition(":")
+    bind = f"{where} mode 600" if kind == "unix" else f"abns@{where}"
     # retries + redispatch: a request whose connection a dying server refuses goes to another one.
     # http-reuse safe: the first request of a client connection never rides a reused server
     # connection, so a server closing an idle connection cannot fail it.
     lines = [
         "global",
-        f"    stats socket abns@{socket_name} level admin",
+        f"    stats socket {bind} level admin",
         "    maxconn 4096",
         "    hard-stop-after 5s",
         "defaults",
@@ -92,8 +102,8 @@ def render_config(socket_name: str, ports: dict[str, int], slots: int) -> str:
 class HAProxy:
     """A running HAProxy (started here or adopted from a previous controller) and its admin socket."""
 
-    def __init__(self, binary: str, workdir: Path, socket_name: str, ports: dict[str, int], slots: int) -> None:
-        self.binary, self.workdir, self.socket_name = binary, workdir, socket_name
+    def __init__(self, binary: str, workdir: Path, socket: str, ports: dict[str, int], slots: int) -> None:
+        self.binary, self.workdir, self.socket = binary, workdir, socket
         self.ports, self.slots = dict(ports), slots
         self.config_path = workdir / "haproxy.cfg"
         self.pid_path = workdir / "haproxy.pid"
@@ -101,7 +111,7 @@ class HAProxy:
     # --- process -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.config_path.write_text(render_config(self.socket_name, self.ports, self.slots))
+        self.config_path.write_text(render_config(self.socket, self.ports, self.slots))
         # -D: daemonise, so HAProxy outlives a controller that crashes; -p: where to find it again.
         result = subprocess.run([self.binary, "-f", str(self.config_path), "-p", str(self.pid_path), "-D"],
                                 capture_output=True, text=True, timeout=15)
@@ -144,9 +154,12 @@ class HAProxy:
     # --- runtime API -------------------------------------------------------------------------------
 
     def command(self, line: str) -> str:
-        name = b"\0" + self.socket_name.encode()
-        # HAProxy binds the abstract name padded with NULs to the full sun_path; match it exactly.
-        address = name + b"\0" * (108 - len(name))
+        kind, _, where = self.socket.partition(":")
+        if kind == "unix":
+            address: str | bytes = where
+        else:  # HAProxy binds an abstract name padded with NULs to the full sun_path: match it exactly
+            name = b"\0" + where.encode()
+            address = name + b"\0" * (108 - len(name))
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(address)

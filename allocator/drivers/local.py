@@ -42,7 +42,15 @@ from allocator.drivers.base import (
     UnknownRouteError,
     check_transition,
 )
-from allocator.drivers.haproxy import ROUTE_NAME, HAProxy, HAProxyError, _alive, find_haproxy, free_port
+from allocator.drivers.haproxy import (
+    ROUTE_NAME,
+    HAProxy,
+    HAProxyError,
+    _alive,
+    admin_socket_for,
+    find_haproxy,
+    free_port,
+)
 from allocator.types import Health, PoolSpec, Resource, ResourceState
 
 _PROJECT_ROOT = str(Path(allocator.__file__).resolve().parent.parent)
@@ -125,7 +133,7 @@ class LocalDriver:
             if missing:
                 raise DriverError(f"runtime dir {self.runtime_dir} was created without routes {sorted(missing)}")
             return inventory
-        return {"socket": f"shadowcast-{uuid.uuid4().hex[:16]}", "ports": {r: free_port() for r in routes},
+        return {"socket": admin_socket_for(self.runtime_dir, uuid.uuid4().hex[:16]), "ports": {r: free_port() for r in routes},
                 "slots_per_route": slots, "slots": {r: {} for r in routes}, "resources": {}}
 
     def _save(self) -> None:

@@ -107,3 +107,21 @@ def test_a_restarted_haproxy_gets_its_bindings_back(tmp_path: Path) -> None:
         assert (status, body["counter"]) == (200, 2)
     finally:
         stop_everything(again, runtime)
+
+
+def test_admin_socket_is_private_or_abstract_when_the_path_is_too_long(tmp_path: Path) -> None:
+    short = tmp_path / "rt"
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "runtime"
+    for runtime in (short, deep):
+        driver = LocalDriver(runtime, routes=(ROUTE,), slots_per_route=2)
+        try:
+            kind, _, where = driver.haproxy.socket.partition(":")
+            if runtime is short:
+                assert kind == "unix" and oct(Path(where).stat().st_mode & 0o777) == "0o600"
+            else:
+                assert kind == "abns" and not (runtime / "haproxy.sock").exists()
+            a = driver.provision(SPEC, warm=True)
+            driver.redirect(ROUTE, None, a)  # the runtime API answers either way
+            assert driver.haproxy_members(ROUTE) == {"s0": int(a.endpoint.rsplit(":", 1)[1])}
+        finally:
+            stop_everything(driver, runtime)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from allocator.controller import Controller
-from allocator.drivers.local import LocalDriver
+from allocator.drivers.local import LocalDriver, http_json
 from allocator.store import Store
 from allocator.types import PoolSpec, ResourceState, SwitchoverKind, SwitchoverPhase
 from tests.runtime.conftest import ROUTE
@@ -75,3 +75,27 @@ def test_twenty_switchovers_at_300_requests_per_second(local_driver: LocalDriver
           f"p50={sorted(took)[len(took) // 2]:.1f} max={max(took):.1f}")
     _assert_clean(report, min_rate=300)
     assert len(sqlite_store.switchovers()) == 20
+
+
+def test_reconcile_drives_real_processes_to_the_plan(local_driver: LocalDriver, sqlite_store: Store) -> None:
+    from allocator.types import ClusterPlan, Plan, SwitchoverDecision, SwitchoverMode
+
+    controller = Controller(local_driver, sqlite_store)
+    tiered = SwitchoverDecision(ROUTE, step=0, mode=SwitchoverMode.TIERED, units=1, probability=0.95)
+    plan = Plan({ROUTE: ClusterPlan(ROUTE, active_units=(1,), shadow_units=(1,), quantile_level=0.9)})
+    while controller.reconcile(plan, SPEC, plan_id="p1") is not None:
+        pass
+    first = controller.active(ROUTE)
+    for _ in range(3):
+        http_json("POST", local_driver.route_url(ROUTE), "/s/s1/incr")
+    spike = Plan({ROUTE: ClusterPlan(ROUTE, active_units=(1,), shadow_units=(1,), quantile_level=0.9,
+                                     switchovers=(tiered,))})
+    steps = []
+    while (step := controller.reconcile(spike, SPEC, plan_id="p2")) is not None:
+        steps.append(step.action)
+    assert steps == ["switchover", "provision-shadow"]
+    now = controller.active(ROUTE)
+    assert now.id != first.id and local_driver.get(first.id).state is ResourceState.STANDBY
+    status, body = http_json("POST", local_driver.route_url(ROUTE), "/s/s1/incr")
+    assert (status, body["served_by"], body["counter"]) == (200, now.id, 4)
+    assert controller.fleet()[ROUTE] == {ResourceState.ACTIVE: 1, ResourceState.STANDBY: 1, ResourceState.WARM: 1}
