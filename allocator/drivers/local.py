@@ -110,6 +110,8 @@ class LocalDriver:
         controller and a monitor) may share one runtime dir. The inventory is re-read on entry, so
         each process acts on what the others last wrote."""
         with self._lock:
+            if self._dir_lock.closed:
+                raise DriverError(f"this driver of {self.runtime_dir} was closed; open a new one")
             self._depth += 1
             try:
                 if self._depth == 1:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from allocator.drivers.base import ResourceDriver
+from allocator.drivers.base import DriverError, ResourceDriver
 from allocator.drivers.local import LocalDriver, http_json
 from allocator.types import ResourceState
 from tests.drivers.contract import ROUTE, SPEC, DriverContract
@@ -71,6 +71,8 @@ def test_a_new_driver_adopts_running_workers_and_kills_orphans(tmp_path: Path) -
         assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 1
         pid = first.pid(a.id)
         first.close()  # the controller goes away; the worker and HAProxy keep serving
+        with pytest.raises(DriverError, match="closed"):
+            first.get(a.id)
         assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 2
 
         # A worker nobody recorded (spawned by a controller that died before writing it down).

@@ -103,9 +103,10 @@ def _kill_controller_at(step: tuple[str, str], store_url: str, runtime: Path, lo
         for session in ("s1", "s2"):
             for _ in range(3):
                 _incr(driver, session)
+        url = driver.route_url(ROUTE)
     finally:
         driver.close()  # the controller process takes over the runtime
-    gen = loadgen(driver.route_url(ROUTE), rate=150, duration=60, sessions=8, threads=4) if loadgen else None
+    gen = loadgen(url, rate=150, duration=60, sessions=8, threads=4) if loadgen else None
     try:
         when, phase = step
         crashed = _controller(["switch", "--id", "sw-1", "--source", a, "--target", b, "--on", ROUTE],
