@@ -183,7 +183,7 @@ class LocalDriver:
             rid = announce.stem
             if rid in known:
                 record = self._inventory["resources"][rid]
-                if not record.get("pid"):  # spawned, then the controller died before recording it
+                if not record.get("port"):  # it announced after the controller that spawned it died
                     info = json.loads(announce.read_text())
                     record.update(pid=info["pid"], port=info["port"])
                     self._save()
@@ -413,16 +413,22 @@ class LocalDriver:
         announce.unlink(missing_ok=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])))
         with open(self.runtime_dir / "logs" / f"{rid}.log", "ab") as log:
-            self._procs[rid] = subprocess.Popen(
+            proc = subprocess.Popen(
                 [self._python, "-m", "allocator.worker", "--id", rid, "--announce", str(announce)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True,  # outlives the controller; a Ctrl-C to it does not reach workers
             )
+        self._procs[rid] = proc
+        # Recorded at once, not when it announces: a unit released while still starting is stopped too.
+        record = self._inventory["resources"][rid]
+        record.update(pid=proc.pid, port=None)
+        self._save()
 
     def _wait_ready(self, record: dict) -> None:
         """Until the worker has announced its port and answers its health check."""
         announce = self.runtime_dir / "workers" / f"{record['id']}.json"
         deadline = time.monotonic() + self._ready_timeout
+        respawn_after = time.monotonic() + 2.0  # a worker a crashed controller spawned may announce late
         while time.monotonic() < deadline:
             if not record.get("port") and announce.exists():
                 info = json.loads(announce.read_text())
@@ -439,8 +445,8 @@ class LocalDriver:
             if proc is not None and proc.poll() is not None:
                 raise ResourceUnreachableError(f"worker {record['id']!r} exited with {proc.returncode} while "
                                                f"starting; see {self.runtime_dir / 'logs' / (record['id'] + '.log')}")
-            if proc is None and not record.get("pid"):
-                self._spawn(record["id"])  # adopted as cold with no process: start it now
+            if proc is None and not self._process_alive(record) and time.monotonic() > respawn_after:
+                self._spawn(record["id"])  # adopted as cold and nothing runs (nor announced itself): start it
             time.sleep(0.002)
         raise ResourceUnreachableError(f"worker {record['id']!r} not ready after {self._ready_timeout}s")
 
@@ -574,15 +580,24 @@ def kill_runtime(runtime_dir: Path | str) -> list[int]:
     """SIGKILL every worker and the HAProxy a runtime dir records, without a driver (test clean-up,
     or after a controller died for good). Returns the pids it killed."""
     runtime_dir = Path(runtime_dir)
-    killed = []
+    workers: dict[int, str] = {}  # pid -> resource id, from the announce files and the inventory
     for announce in (runtime_dir / "workers").glob("*.json"):
         try:
             info = json.loads(announce.read_text())
-        except (OSError, ValueError):
+            workers[info["pid"]] = info["id"]
+        except (OSError, ValueError, KeyError):
             continue
-        if _is_worker(info["pid"], info["id"]):
-            os.kill(info["pid"], signal.SIGKILL)
-            killed.append(info["pid"])
+    try:
+        for rid, record in json.loads((runtime_dir / "inventory.json").read_text())["resources"].items():
+            if record.get("pid"):
+                workers[record["pid"]] = rid
+    except (OSError, ValueError, KeyError):
+        pass
+    killed = []
+    for pid, rid in workers.items():
+        if _is_worker(pid, rid):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
     try:
         pid = int((runtime_dir / "haproxy.pid").read_text().split()[0])
         if _alive(pid) and b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes():

@@ -19,4 +19,5 @@ def local_driver(tmp_path: Path) -> Iterator[LocalDriver]:
         driver = LocalDriver(runtime, routes=(ROUTE,), slots_per_route=4)
         yield driver
     finally:
-        stop_everything(driver, runtime)
+        leaked = stop_everything(driver, runtime)
+    assert leaked == [], f"worker processes outlived the driver's shutdown: {leaked}"

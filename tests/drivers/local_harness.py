@@ -57,10 +57,35 @@ def runtime_processes(runtime_dir: Path) -> list[int]:
     return pids
 
 
-def stop_everything(driver: LocalDriver | None, runtime_dir: Path) -> None:
-    """Clean-up that works even when a test (or a controller process) left things half-done."""
+def live_workers(runtime_dir: Path) -> list[int]:
+    """Every worker process whose command line points into `runtime_dir`, recorded or not."""
+    marker = str(runtime_dir).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"allocator.worker" in cmdline and marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_everything(driver: LocalDriver | None, runtime_dir: Path) -> list[int]:
+    """Clean-up that works even when a test (or a controller process) left things half-done.
+
+    Returns the workers still running after the driver's own `shutdown()`: leaks, when a driver
+    was given."""
+    leaked: list[int] = []
     try:
         if driver is not None:
             driver.shutdown()
     finally:
+        leaked = live_workers(runtime_dir)
         kill_runtime(runtime_dir)
+        for pid in live_workers(runtime_dir):  # not even recorded: kill by what /proc says
+            os.kill(pid, signal.SIGKILL)
+    return leaked

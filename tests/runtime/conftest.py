@@ -137,7 +137,8 @@ def local_driver(runtime_dir: Path) -> Iterator[LocalDriver]:
     try:
         yield driver
     finally:
-        stop_everything(driver, runtime_dir)
+        leaked = stop_everything(driver, runtime_dir)
+    assert leaked == [], f"worker processes outlived the driver's shutdown: {leaked}"
 
 
 class LoadGen:
