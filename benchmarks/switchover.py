@@ -1,7 +1,7 @@
 """Switchover benchmark on real processes: worker processes behind HAProxy, the controller journaling
 to SQLite, a webhook client notified before every move, and steady load from another process.
 
-    .venv/bin/python benchmarks/switchover.py [--switchovers 40] [--rate 300] [--cold 10]
+    .venv/bin/python benchmarks/switchover.py [--switchovers 100] [--rate 300] [--cold 20]
 
 Measures
   switchover_ms    from the decision (the controller accepting the request) to the route serving
@@ -165,9 +165,9 @@ def run(switchovers: int, rate: float, cold_runs: int, pause_s: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switchovers", type=int, default=40)
+    parser.add_argument("--switchovers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=300.0, help="load, requests per second")
-    parser.add_argument("--cold", type=int, default=10, help="cold provisions to time")
+    parser.add_argument("--cold", type=int, default=20, help="cold provisions to time")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between measured operations")
     args = parser.parse_args()
     result = run(args.switchovers, args.rate, args.cold, args.pause)
