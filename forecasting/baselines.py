@@ -102,7 +102,7 @@ class GluonTSDeepAR:
     steps — a value that is always known over the horizon — and with `"ignore"` it is left out.
 
     Sample `s` of each cluster is GluonTS's sample `s` for that series; GluonTS draws series
-    independently, so these paths carry no cross-cluster correlation (our model's do).
+    independently, so these paths carry no cross-cluster correlation (nor do our DeepAR's).
     GluonTS is imported inside the methods: it costs seconds and the CLI must start fast.
     """
 

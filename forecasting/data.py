@@ -127,7 +127,8 @@ class Panel:
             raise DataValidationError(
                 f"has too few observations to hold out {drop_last} steps", source=self.source,
                 cluster=str(too_short[too_short].index[0]))
-        frame.loc[position_from_end < drop_last, DEMAND] = np.nan
+        # Hidden rows become future rows: demand and past-only covariates are unknown there.
+        frame.loc[position_from_end < drop_last, [DEMAND, *self.past_covariates]] = np.nan
         return self.replace_frame(frame.reset_index(drop=True))
 
     def truncate_future(self, horizon: int) -> Panel:

@@ -29,8 +29,10 @@ class Forecast:
     """Per-cluster sample paths of future demand.
 
     `samples[c, s, h]` is the demand of cluster `cluster_ids[c]` in sample path `s` at step `h`,
-    in demand units. Paths are joint across clusters: sample `s` of every cluster comes from one
-    draw of the model, so sums over clusters keep their correlation.
+    in demand units. Keeping paths (not just quantiles) lets consumers take quantiles of sums over
+    steps and clusters. Whether path `s` of two clusters is correlated depends on the forecaster:
+    DeepAR draws clusters independently given their inputs (shared covariates still move them
+    together); a forecaster that couples clusters can encode their joint spikes in the index `s`.
     `starts[c]` is the first forecast timestamp of cluster `c` (series may end at different times).
     """
 

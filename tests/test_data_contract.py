@@ -176,6 +176,14 @@ def test_unsupported_file_type_and_missing_file(tmp_path):
         read_panel(tmp_path / "absent.csv")
 
 
+def test_cut_hides_past_only_covariates_of_the_hidden_rows_too():
+    panel = validate_panel(frame(cpu=np.arange(20.0), temp=np.arange(20.0)), past_covariates=["cpu"],
+                           known_covariates=["temp"])
+    hidden = panel.cut(3).frame.query("demand.isna()", engine="python")
+    assert len(hidden) == 6
+    assert hidden["cpu"].isna().all() and hidden["temp"].notna().all()
+
+
 def test_cut_hides_the_tail_and_actuals_return_it():
     panel = validate_panel(frame())
     history = panel.cut(3)
