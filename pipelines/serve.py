@@ -53,6 +53,10 @@ def create_app(settings: ServeSettings, *, predictor_loader: ModelLoader | None 
     registry); `runtime` drives switchovers (default: built from `settings.runtime`, if any);
     `store` is what /readyz pings (default: the runtime); `follow_model=False` skips the
     background model load, for tests that only look at the schema."""
+    if settings.torch_threads is not None:  # process-wide, as the server owns its process
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     owned = runtime is None  # built here, so closed here at shutdown
     if owned:
         runtime = build_runtime(settings.runtime)

@@ -108,6 +108,9 @@ class ServeSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
+    # CPU threads torch may use for sampling; null: torch's default (all cores). On a busy or small
+    # machine 1 is often much faster: OpenMP threads that wait for a core spin instead of working.
+    torch_threads: int | None = Field(None, ge=1)
     security: SecuritySettings = SecuritySettings()
     forecast: ForecastLimits = ForecastLimits()
     plan: PlanSettings = PlanSettings()
