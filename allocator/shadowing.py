@@ -3,8 +3,8 @@
 At the start of each step, from the latest forecast's samples at that step (capacity units):
 - **switchover** (scale-out): if P(demand > the active set) exceeds the switch threshold, i.e. the
   active set is below the `active_level` quantile, warm shadows join it now, before the spike;
-  **revert**: if the active set is above the quantile at the stricter revert level (half the
-  threshold's probability), the extra units step back to warm, ready for the next spike;
+  **revert**: if the active set is above the quantile at the stricter revert level (`revert_risk`
+  times the threshold's probability), the extra units step back to warm, ready for the next spike;
   in **tiered** mode the whole active set is replaced by a warm replica of the new size and the
   former one waits on standby, to come back if the spike passes;
 - **shadow pool**: active + warm covers the `pool_level` quantile of the largest demand over the cold
@@ -35,8 +35,10 @@ class Shadowcast:
         self, clusters: int, costs: CostModel, penalties: tuple[float, ...], cold_lead: int, cold_exact: float,
         *, calibration: CalibrationSettings | None = CalibrationSettings(), mode: SwitchoverMode = SwitchoverMode.SCALE_OUT,
         guard: bool = True, regions: int = 1, region_resilient: bool = False, min_active: int = 1,
-        name: str | None = None,
+        revert_risk: float = 0.5, name: str | None = None,
     ) -> None:
+        if not 0 < revert_risk <= 1:
+            raise ValueError(f"revert_risk must lie in (0, 1], got {revert_risk}")
         if mode is SwitchoverMode.REVERT:
             raise ValueError("mode must be scale-out or tiered")
         self.name = name or self.name
@@ -50,6 +52,7 @@ class Shadowcast:
         self.active_level = AdaptiveLevel(active, settings)
         self.pool_level = AdaptiveLevel(pool, settings)
         self.cold_lead, self.mode, self.guard, self.min_active = cold_lead, mode, guard, min_active
+        self.revert_risk = revert_risk
         self.regions = regions if region_resilient else 1
         # Hold a warm unit through an idle spell shorter than this: a re-boot would cost more.
         self.hold = max(cold_lead, math.ceil(cold_exact / max(costs.warm_fraction, 1e-6)))
@@ -77,7 +80,7 @@ class Shadowcast:
             raise ValueError("the shadowcast controller needs a forecast at every step")
         h = fw.offset(obs.t)
         a_level = self.active_level.level
-        r_level = 1 - (1 - a_level) / 2  # revert only when a smaller set is safe at half the risk
+        r_level = 1 - (1 - a_level) * self.revert_risk  # revert only when a smaller set is safer still
         p_level = np.maximum(self.pool_level.level, a_level)
         # The active set must carry demand until an activation decided next step would land.
         near = fw.near[None, :, h, :]
