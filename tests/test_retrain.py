@@ -79,6 +79,7 @@ def test_same_data_again_is_skipped_by_the_command(first_run):
     assert _versions() == versions and _alias() == outcome.challenger_version  # nothing trained, nothing moved
 
 
+@pytest.mark.slow  # a third training run; the rule itself is in test_decision_rule
 def test_challenger_short_of_the_margin_is_kept(first_run):
     tmp, first = first_run
     outcome = run_retrain(parse_config(_config(tmp, seed=2, margin=0.99), RetrainConfig))
