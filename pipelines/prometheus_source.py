@@ -9,6 +9,8 @@ Covariates are past-only (observed usage, queried up to `end`) or known-future (
 frequency; the range is aligned to whole steps so the same settings give the same grid.
 
 Configured under `data:` as `source: prometheus` with a `prometheus:` section (`PrometheusSource`).
+Only pydantic and the standard library load with this module (settings import its config model);
+httpx, numpy and pandas load when a panel is fetched.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from forecasting.data import DEFAULT_MAX_GAP, DEMAND, ID, TIME, Panel, validate_panel
+if TYPE_CHECKING:
+    import httpx
+    import pandas as pd
+
+    from forecasting.data import Panel
+
+ID, TIME, DEMAND = "cluster_id", "timestamp", "demand"  # the data contract's columns (forecasting.data)
 
 MAX_POINTS = 10_000  # per series and request; Prometheus refuses more than 11,000
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
@@ -85,9 +90,14 @@ class PrometheusSource(BaseModel):
         return covariates
 
 
-def load_prometheus_panel(config: PrometheusSource, *, max_gap: int = DEFAULT_MAX_GAP, now: float | None = None,
+def load_prometheus_panel(config: PrometheusSource, *, max_gap: int = 3, now: float | None = None,
                           client: httpx.Client | None = None) -> Panel:
     """Query demand and covariates over `[end - lookback, end]` and validate them as a panel."""
+    import httpx
+    import pandas as pd
+
+    from forecasting.data import validate_panel
+
     step = parse_duration(config.step)
     if config.end is not None:  # a naive `end` is UTC, like every timestamp in a panel
         end = config.end.replace(tzinfo=config.end.tzinfo or timezone.utc).timestamp()
@@ -138,6 +148,8 @@ def _query_range(client: httpx.Client, config: PrometheusSource, what: str, quer
 
 def _request(client: httpx.Client, config: PrometheusSource, what: str, query: str,
              start: float, end: float, step: float) -> list[dict[str, Any]]:
+    import httpx
+
     params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
     try:
         response = client.post("/api/v1/query_range", data=params)  # POST: long queries do not fit in a URL
@@ -162,6 +174,9 @@ def _frame(series: list[dict[str, Any]], config: PrometheusSource, column: str, 
            clusters: Sequence[str] | None) -> pd.DataFrame:
     """Long table (cluster_id, timestamp, column). Series without the cluster label are broadcast
     to every cluster when they are the query's only series (a covariate shared by all)."""
+    import numpy as np
+    import pandas as pd
+
     label = config.cluster_label
     unlabelled = [s for s in series if label not in s["metric"]]
     if unlabelled and (clusters is None or len(series) > 1):
