@@ -124,7 +124,9 @@ def run_retrain(config: RetrainConfig, panel: Panel | None = None) -> RetrainOut
 
         from pipelines.train import train
 
-        result = train(config, training_panel(panel, backtest_config), run_name="retrain-challenger",
+        # A folder per data fingerprint: checkpoints of different runs never mix.
+        run_config = config.model_copy(update={"output_dir": config.output_dir / fingerprint[:12]})
+        result = train(run_config, training_panel(panel, backtest_config), run_name="retrain-challenger",
                        tags={TAG + "role": "challenger", TAG + "fingerprint": fingerprint})
         if result is None:
             return None
