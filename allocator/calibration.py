@@ -40,7 +40,7 @@ def level_of(tail_depth: np.ndarray | float) -> np.ndarray:
 @dataclass(frozen=True)
 class CalibrationSettings:
     step_size: float = 0.5  # γ, in tail-depth units: larger corrects faster and jitters more
-    lower: float = 0.5  # level bounds
+    lower: float = 0.01  # level bounds
     upper: float = MAX_LEVEL
 
     def __post_init__(self) -> None:

@@ -12,7 +12,8 @@ At the start of each step, from the latest forecast's samples at that step (capa
   cold lead / warm fraction needs them (holding one longer costs more than booting it again);
 - **calibration**: both levels follow realised coverage (`allocator.calibration`), the pool's from
   the largest demand seen over each lead window, known one lead time later;
-- a guard keeps at least the last observed demand active, as every production controller would.
+- a guard keeps at least the demand just observed active after the forecast missed it (or always,
+  or never): a forecast that has just been wrong should not be trusted to scale down.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from allocator.fleetsim import Fleet, Targets
 from allocator.policy import levels_from_costs, quantile_of_sorted, region_resilient_total, units
 from allocator.types import CostModel, SwitchoverMode
 
+GUARDS = ("after-miss", "always", "off")
+
 
 class Shadowcast:
     name, knob, scale_in_to_warm = "shadowcast", "unserved_penalty", True
@@ -34,11 +37,13 @@ class Shadowcast:
     def __init__(
         self, clusters: int, costs: CostModel, penalties: tuple[float, ...], cold_lead: int, cold_exact: float,
         *, calibration: CalibrationSettings | None = CalibrationSettings(), mode: SwitchoverMode = SwitchoverMode.SCALE_OUT,
-        guard: bool = True, regions: int = 1, region_resilient: bool = False, min_active: int = 1,
+        guard: str = "after-miss", regions: int = 1, region_resilient: bool = False, min_active: int = 1,
         revert_risk: float = 0.5, name: str | None = None,
     ) -> None:
         if not 0 < revert_risk <= 1:
             raise ValueError(f"revert_risk must lie in (0, 1], got {revert_risk}")
+        if guard not in GUARDS:
+            raise ValueError(f"guard must be one of {GUARDS}, got {guard!r}")
         if mode is SwitchoverMode.REVERT:
             raise ValueError("mode must be scale-out or tiered")
         self.name = name or self.name
@@ -57,6 +62,7 @@ class Shadowcast:
         # Hold a warm unit through an idle spell shorter than this: a re-boot would cost more.
         self.hold = max(cold_lead, math.ceil(cold_exact / max(costs.warm_fraction, 1e-6)))
         self._expected = np.full(shape, np.inf)  # this step's active-level quantile, for calibration
+        self._missed = np.zeros(shape, dtype=bool)  # last step's demand exceeded that quantile
         self._pool_expected = np.full((cold_lead + 1, *shape), np.inf)  # pool quantile per past step
         self._recent = np.zeros((cold_lead + 1, clusters))  # demand of the last lead window
         self._switched = np.zeros(shape, dtype=bool)
@@ -85,7 +91,7 @@ class Shadowcast:
         # The active set must carry demand until an activation decided next step would land.
         near = fw.near[None, :, h, :]
         expected = quantile_of_sorted(fw.point[None, :, h, :], a_level)
-        floor = units(obs.last_demand)[None, :] if self.guard else 0
+        floor = self._floor(obs.last_demand)
         up = np.maximum(np.maximum(units(quantile_of_sorted(near, a_level)), floor), self.min_active)
         down = np.maximum(np.maximum(units(quantile_of_sorted(near, r_level)), floor), self.min_active)
 
@@ -110,6 +116,13 @@ class Shadowcast:
         self._pool_expected = np.roll(self._pool_expected, 1, axis=0)
         self._pool_expected[0] = reach[..., 0]
         return Targets(active, np.maximum(order, active), np.maximum(keep, active), standby)
+
+    def _floor(self, last_demand: np.ndarray) -> np.ndarray | int:
+        """The guard: at least the demand just seen, always or only after the forecast missed it."""
+        if self.guard == "off":
+            return 0
+        seen = units(last_demand)[None, :]
+        return seen if self.guard == "always" else np.where(self._missed, seen, 0)
 
     def _tiered(self, fleet: Fleet, current, active, up, down):
         """A larger warm replica takes over and the former active set waits on standby; revert when
@@ -139,9 +152,10 @@ class Shadowcast:
         self._recent = np.roll(self._recent, 1, axis=0)
         self._recent[0] = demand[0]
         self.steps += 1
+        self._missed = demand > self._expected
         if not self.calibrate:
             return
-        self.active_level.update(demand > self._expected)
+        self.active_level.update(self._missed)
         # The pool quantile set `lead` steps ago covered the lead window that ends now.
         if self.steps > self.cold_lead:
             seen = self._recent.max(axis=0)[None, :]

@@ -27,7 +27,7 @@ from allocator.oracle import OracleResult, oracle
 from allocator.policy import levels_from_costs, lead_steps, shared_shadow_units, size_pools
 from allocator.shadowing import Shadowcast
 from allocator.types import CostModel, PoolSpec, SwitchoverMode
-from forecasting.data import DEMAND, ID, Panel, validate_panel
+from forecasting.data import DEMAND, ID, TIME, Panel, validate_panel
 from forecasting.forecast import Forecast, Forecaster
 from pipelines.simulate_config import PoliciesConfig, SimulateConfig
 from pipelines.simulate_forecasters import make_forecaster
@@ -67,14 +67,30 @@ class ForecastFeed:
         lows = ends - self.context_steps if self.context_steps else np.zeros_like(ends)
         lows = np.maximum(lows, 0)
         panel = self.trace.panel
-        future = self.horizon if panel.known_covariates else 0
-        highs = np.minimum(ends + future, self._sizes)
-        rows = np.concatenate([np.arange(o + lo, o + hi) for o, lo, hi in zip(self._offsets, lows, highs, strict=True)])
-        frame = self._frame.take(rows).reset_index(drop=True)
-        if future:
-            cut = np.concatenate([np.arange(lo, hi) >= e for lo, hi, e in zip(lows, highs, ends, strict=True)])
-            frame.loc[cut, [DEMAND, *panel.past_covariates]] = np.nan
-        return panel.replace_frame(frame)
+        if panel.known_covariates:
+            return panel.replace_frame(self._with_future_rows(lows, ends))
+        if len(ends) == 1:  # one cluster: a slice, no copy (a forecast every step makes this hot)
+            return panel.replace_frame(self._frame.iloc[self._offsets[0] + lows[0]: self._offsets[0] + ends[0]])
+        rows = np.concatenate([np.arange(o + lo, o + hi) for o, lo, hi in zip(self._offsets, lows, ends, strict=True)])
+        return panel.replace_frame(self._frame.take(rows).reset_index(drop=True))
+
+    def _with_future_rows(self, lows: np.ndarray, ends: np.ndarray) -> pd.DataFrame:
+        """History rows, then `horizon` future rows per cluster carrying only known-future covariates.
+
+        Past the end of the data, known-future covariates repeat their last value (only forecast
+        steps after the replay's last step can see these)."""
+        panel, parts = self.trace.panel, []
+        for o, lo, end, size in zip(self._offsets, lows, ends, self._sizes, strict=True):
+            part = self._frame.iloc[o + lo: o + min(end + self.horizon, size)].copy()
+            part.loc[part.index[end - lo:], [DEMAND, *panel.past_covariates]] = np.nan
+            missing = end + self.horizon - size
+            if missing > 0:
+                pad = part.iloc[[-1] * missing].copy()
+                pad[TIME] = part[TIME].iloc[-1] + panel.step * np.arange(1, missing + 1)
+                pad[[DEMAND, *panel.past_covariates]] = np.nan
+                part = pd.concat([part, pad])
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
 
     def __call__(self, t: int) -> ForecastWindow:
         started = time.perf_counter()

@@ -149,7 +149,7 @@ class CalibrationConfig(Strict):
     """Adaptive conformal correction of the levels (`allocator.calibration`)."""
 
     step_size: float = Field(0.5, gt=0, le=10)  # in tail-depth units, -log(1 - level)
-    lower: float = Field(0.5, gt=0, lt=1)
+    lower: float = Field(0.01, gt=0, lt=1)
     upper: float = Field(1 - 1e-12, gt=0, lt=1)
 
 
@@ -159,7 +159,8 @@ class ShadowcastConfig(Strict):
     enabled: bool = True
     penalty_sweep: list[float] = [2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
     mode: Literal["scale-out", "tiered"] = "scale-out"
-    guard: bool = True
+    # Keep at least the demand just seen active: after the forecast missed it, always, or never.
+    guard: Literal["after-miss", "always", "off"] = "after-miss"
     # Revert when P(demand > the smaller set) < revert_risk × the switch threshold (1: no hysteresis).
     revert_risk: float = Field(0.5, gt=0, le=1)
     calibration: CalibrationConfig | None = CalibrationConfig()

@@ -75,3 +75,11 @@ def test_poisoned_future_demand_does_not_change_earlier_decisions(tiny):
         np.testing.assert_array_equal(a.capacity[: poison_from + 1], b.capacity[: poison_from + 1])
         if a.name != "static":  # and the poison does reach every adaptive policy afterwards
             assert not np.array_equal(a.capacity[poison_from + 1:], b.capacity[poison_from + 1:])
+
+
+def test_a_single_cluster_with_known_covariates_keeps_its_trace_intact(tiny):
+    config = tiny(trace={"clusters": 1}, forecaster={"cadence_steps": 4, "horizon": 6})
+    recorder = Recording()
+    result = run_simulation(config, forecaster=recorder, write_report=False)
+    assert recorder.future_demand_seen == 0
+    assert result.trace.panel.frame[DEMAND].notna().all()  # emptying the future rows shown did not touch it

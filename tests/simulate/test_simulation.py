@@ -121,3 +121,15 @@ def test_simulator_imports_no_heavy_library_until_asked():
                       "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipelines', 'torch', 'mlflow')))")
     out = subprocess.run([sys.executable, "-c", allocator_code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_deepar_plugs_in_by_name_and_refits_on_schedule(tiny):
+    config = tiny(forecaster={
+        "name": "deepar", "horizon": 4, "num_samples": 50, "cadence_steps": 2, "refit_every_steps": 12,
+        "options": {"prediction_length": 6, "context_length": 24, "hidden_size": 8, "num_layers": 1,
+                    "batches_per_epoch": 5, "max_epochs": 1, "patience": 0, "num_threads": 1}},
+        policies={"shadowcast": {"penalty_sweep": [20]}})
+    result = run_simulation(config, write_report=False)
+    assert result.timings["forecasts"] == 36 // 2
+    assert "shadowcast" in set(result.table["policy"])
