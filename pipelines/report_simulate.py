@@ -77,6 +77,13 @@ def capacity_plot(trace: Trace, runs: list[PolicyRun], best: OracleResult, path:
     axes[1].set_title(f"zoom: {zoom_steps} steps around the peak")
     axes[0].legend(fontsize=7, ncol=2, loc="upper left")
     axes[1].legend(fontsize=7, ncol=2, loc="upper left")
+    if len(times) == len(demand):
+        import matplotlib.dates as mdates
+
+        for ax in axes:
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.tight_layout()
     return _save(fig, path)
 

@@ -188,3 +188,16 @@ def test_oracle_is_cheaper_than_every_controller_on_a_noisy_trace():
     for controller, f in ((Hpa(1, STEP, (0.7,)), None), (Shadowcast(1, COSTS, (100.0,), 5, 5.0), perfect(demand))):
         _, unserved, cost, *_ = play(controller, demand, f)
         assert cost.sum() > best
+
+
+def test_region_resilient_shadows_ride_out_the_loss_of_a_region():
+    # Flat demand of 9 units known exactly, 3 regions, region lost at step 10.
+    demand = np.full((30, 1), 9.0)
+    outage = Scenario(outage_step=10, regions=3)
+    plain = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, regions=3)
+    _, unserved, *_ = play(plain, demand, perfect(demand), scenario=outage)
+    assert unserved.sum() == pytest.approx(3 * 5)  # a third of the active set, until replacements boot
+    resilient = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, regions=3, region_resilient=True)
+    _, unserved, _, warm, _ = play(resilient, demand, perfect(demand), scenario=outage)
+    assert warm[9, 0, 0] == 14 - 9  # 9 + ceil(9 / 2): any two regions still hold 9
+    assert unserved.sum() == pytest.approx(3 / 12)  # surviving shadows take over within seconds
