@@ -16,6 +16,7 @@ the latest forecast (issued from data before its first step). It returns `Target
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,30 +30,26 @@ from allocator.policy import units, window_max
 class ForecastWindow:
     """The latest forecast in capacity units, ready for per-step lookups.
 
-    `point[c, h, :]` sorted samples of demand at step `issued + h`; `near[c, h, :]` of the largest
-    demand over [h, h + warm lead] (what an active set chosen now must carry until an activation
-    would land); `reach[c, h, :]` of the largest over [h, h + cold lead]; `median[c, h]`.
+    `window(w)[c, h, :]`: sorted samples of the largest demand of cluster c over steps [h, h + w]
+    of the forecast (w = 0: the demand at h itself); `median[c, h]`.
     """
 
     issued: int
-    point: np.ndarray
-    near: np.ndarray
-    reach: np.ndarray
+    windows: dict[int, np.ndarray]
     median: np.ndarray
 
     @classmethod
-    def build(cls, issued: int, samples: np.ndarray, cold_lead: int, warm_lead: int = 1) -> ForecastWindow:
+    def build(cls, issued: int, samples: np.ndarray, windows: Iterable[int] = (0,)) -> ForecastWindow:
         """From sample paths `[clusters, samples, horizon]` in capacity units."""
-        def sorted_max(window: int) -> np.ndarray:
-            return np.sort(np.moveaxis(window_max(samples, window), 1, -1), axis=-1)
+        sorted_max = {w: np.sort(np.moveaxis(window_max(samples, w), 1, -1), axis=-1) for w in set(windows) | {0}}
+        return cls(issued, sorted_max, np.median(samples, axis=1))
 
-        point = sorted_max(0)
-        near = sorted_max(warm_lead) if warm_lead > 0 else point
-        return cls(issued, point, near, sorted_max(cold_lead), np.median(samples, axis=1))
+    def window(self, w: int) -> np.ndarray:
+        return self.windows[w]
 
     @property
     def horizon(self) -> int:
-        return self.point.shape[1]
+        return self.median.shape[1]
 
     def offset(self, t: int) -> int:
         """Index of step t in this forecast (the last step when t lies beyond it)."""

@@ -76,6 +76,34 @@ def lead_steps(seconds: float, step_s: float) -> int:
     return int(math.ceil(seconds / step_s - _TOLERANCE))
 
 
+@dataclass(frozen=True)
+class Leads:
+    """How many steps ahead, beyond the current one, the active set and the pool must cover."""
+
+    active: int  # the active set carries demand over [h, h + active] (until an activation lands)
+    pool: int  # active + shadow carries it over [h, h + pool] (until a cold unit lands)
+
+
+def timing_leads(spec: PoolSpec, step_s: float, costs: CostModel) -> Leads:
+    """Cover the whole steps an activation (a cold provision) takes; cover the step in which it
+    lands part-way only if being that fraction late costs more than starting a step early.
+
+    A 5 s activation on 60 s steps lands 1/12 into the step: pre-activating a unit one step early
+    costs (1 - w)·c, arriving late costs p/12 per unit short, so with c = 1, w = 0.3 it pays from
+    p = 8.4. A 300 s boot on hourly steps lands 1/12 into the step: holding a warm unit a step
+    longer costs w·c. On steps that the delays divide exactly there is no choice to make.
+    """
+    c, w, p = costs.active_unit_cost, costs.warm_fraction, costs.unserved_penalty
+
+    def lead(seconds: float, early_cost: float) -> int:
+        exact = seconds / step_s
+        whole = int(math.floor(exact + _TOLERANCE))
+        late = exact - whole
+        return whole + int(late > _TOLERANCE and p * late > early_cost)
+
+    return Leads(lead(spec.warm_activation_s, (1 - w) * c), lead(spec.cold_provision_s, w * c))
+
+
 def quantile_of_sorted(sorted_samples: np.ndarray, level: np.ndarray | float) -> np.ndarray:
     """Inverted-CDF quantile of samples sorted along the last axis; `level` broadcasts against the rest.
 
@@ -130,17 +158,18 @@ class PoolSizing:
 
 def size_pools(
     demand_units: np.ndarray, active_level: np.ndarray | float, pool_level: np.ndarray | float,
-    cold_lead: int, min_active: int = 0,
+    cold_lead: int, min_active: int = 0, active_lead: int = 0,
 ) -> PoolSizing:
     """Active and total units from sample paths `[clusters, samples, horizon]` in capacity units.
 
     Levels are scalars or one per cluster. The total covers the largest demand over the cold lead
-    time: a shadow must be warm before the spike by at least the time a cold unit takes.
+    time: a shadow must be warm before the spike by at least the time a cold unit takes. The active
+    set covers the largest over `active_lead` steps (an activation that lands late).
     """
     clusters = demand_units.shape[0]
     a_level = np.broadcast_to(np.asarray(active_level, dtype=float), (clusters,))[:, None]
     p_level = np.broadcast_to(np.asarray(pool_level, dtype=float), (clusters,))[:, None]
-    point = np.sort(np.moveaxis(demand_units, 1, -1), axis=-1)  # [clusters, horizon, samples]
+    point = np.sort(np.moveaxis(window_max(demand_units, active_lead), 1, -1), axis=-1)  # [clusters, horizon, S]
     reach = np.sort(np.moveaxis(window_max(demand_units, cold_lead), 1, -1), axis=-1)
     active = np.maximum(units(quantile_of_sorted(point, a_level)), min_active)
     pool_value = quantile_of_sorted(reach, p_level)
@@ -215,7 +244,8 @@ def plan(
 ) -> Plan:
     """Desired active and shadow units per cluster and forecast step, switchovers and shadow placement."""
     step_s = step_seconds(forecast.freq)
-    cold_lead, warm_lead = lead_steps(spec.cold_provision_s, step_s), lead_steps(spec.warm_activation_s, step_s)
+    leads, warm_lead = timing_leads(spec, step_s, costs), lead_steps(spec.warm_activation_s, step_s)
+    cold_lead = leads.pool
     derived = levels_from_costs(costs)
     active_level = config.active_level if config.active_level is not None else derived.active
     pool_level = config.pool_level if config.pool_level is not None else max(derived.pool, active_level)
@@ -223,7 +253,7 @@ def plan(
     revert_threshold = config.revert_threshold if config.revert_threshold is not None else switch_threshold / 2
 
     demand = forecast.samples / spec.capacity_per_unit
-    sizing = size_pools(demand, active_level, pool_level, cold_lead, min_active)
+    sizing = size_pools(demand, active_level, pool_level, cold_lead, min_active, leads.active)
     total = sizing.total
     if config.region_resilient:
         total = np.maximum(region_resilient_total(total, len(spec.regions)), sizing.active)

@@ -25,8 +25,8 @@ import numpy as np
 from allocator.autoscalers import ForecastWindow, Observation
 from allocator.calibration import AdaptiveLevel, CalibrationSettings
 from allocator.fleetsim import Fleet, Targets
-from allocator.policy import levels_from_costs, quantile_of_sorted, region_resilient_total, units
-from allocator.types import CostModel, SwitchoverMode
+from allocator.policy import levels_from_costs, quantile_of_sorted, region_resilient_total, timing_leads, units
+from allocator.types import CostModel, PoolSpec, SwitchoverMode
 
 GUARDS = ("after-miss", "always", "off")
 
@@ -35,7 +35,7 @@ class Shadowcast:
     name, knob, scale_in_to_warm = "shadowcast", "unserved_penalty", True
 
     def __init__(
-        self, clusters: int, costs: CostModel, penalties: tuple[float, ...], cold_lead: int, cold_exact: float,
+        self, clusters: int, costs: CostModel, penalties: tuple[float, ...], spec: PoolSpec, step_s: float,
         *, calibration: CalibrationSettings | None = CalibrationSettings(), mode: SwitchoverMode = SwitchoverMode.SCALE_OUT,
         guard: str = "after-miss", regions: int = 1, region_resilient: bool = False, min_active: int = 1,
         revert_risk: float = 0.5, name: str | None = None,
@@ -48,23 +48,31 @@ class Shadowcast:
             raise ValueError("mode must be scale-out or tiered")
         self.name = name or self.name
         self.knob_values = tuple(float(p) for p in penalties)
-        levels = [levels_from_costs(CostModel(costs.active_unit_cost, costs.warm_fraction, p)) for p in penalties]
+        prices = [CostModel(costs.active_unit_cost, costs.warm_fraction, p) for p in penalties]
+        levels = [levels_from_costs(price) for price in prices]
+        leads = [timing_leads(spec, step_s, price) for price in prices]
         shape = (len(penalties), clusters)
+        # Per setting: how far ahead the active set and the pool look (penalty-dependent, see timing_leads).
+        self.active_lead = np.array([lead.active for lead in leads])[:, None]
+        self.pool_lead = np.array([lead.pool for lead in leads])[:, None]
+        self.windows = sorted(set(self.active_lead.ravel()) | set(self.pool_lead.ravel()) | {0})
         active = np.broadcast_to(np.array([lv.active for lv in levels])[:, None], shape)
         pool = np.broadcast_to(np.array([lv.pool for lv in levels])[:, None], shape)
         self.calibrate = calibration is not None
         settings = calibration or CalibrationSettings()
         self.active_level = AdaptiveLevel(active, settings)
         self.pool_level = AdaptiveLevel(pool, settings)
-        self.cold_lead, self.mode, self.guard, self.min_active = cold_lead, mode, guard, min_active
+        self.mode, self.guard, self.min_active = mode, guard, min_active
         self.revert_risk = revert_risk
         self.regions = regions if region_resilient else 1
         # Hold a warm unit through an idle spell shorter than this: a re-boot would cost more.
-        self.hold = max(cold_lead, math.ceil(cold_exact / max(costs.warm_fraction, 1e-6)))
+        cold_steps = spec.cold_provision_s / step_s
+        self.hold = max(int(self.pool_lead.max()), math.ceil(cold_steps / max(costs.warm_fraction, 1e-6) - 1e-9))
+        depth = int(self.pool_lead.max()) + 1
         self._expected = np.full(shape, np.inf)  # this step's active-level quantile, for calibration
         self._missed = np.zeros(shape, dtype=bool)  # last step's demand exceeded that quantile
-        self._pool_expected = np.full((cold_lead + 1, *shape), np.inf)  # pool quantile per past step
-        self._recent = np.zeros((cold_lead + 1, clusters))  # demand of the last lead window
+        self._pool_expected = np.full((depth, *shape), np.inf)  # pool quantile set at each recent step
+        self._recent = np.zeros((depth, clusters))  # demand of the recent steps, newest first
         self._switched = np.zeros(shape, dtype=bool)
         self._switch_capacity = np.zeros(shape, dtype=np.int64)
         self._peak_since = np.zeros(shape)
@@ -77,8 +85,17 @@ class Shadowcast:
         active = np.broadcast_to(now, self.active_level.level.shape).copy()
         if forecast is None:
             return active, np.zeros_like(active)
-        total = units(quantile_of_sorted(forecast.reach[None, :, 0, :], self.pool_level.level))
+        total = units(self._lead_quantile(forecast, 0, self.pool_lead, self.pool_level.level))
         return active, np.maximum(total - active, 0)
+
+    def _lead_quantile(self, fw: ForecastWindow, h: int | slice, lead: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Per setting, the `level` quantile of the largest demand over its own lead window."""
+        extra = (None,) if isinstance(h, slice) else ()
+        result = None
+        for w in np.unique(lead):
+            values = quantile_of_sorted(fw.window(int(w))[None, :, h, :], level[(..., *extra)])
+            result = values if result is None else np.where((lead == w)[(..., *extra)], values, result)
+        return result
 
     def decide(self, obs: Observation, fleet: Fleet) -> Targets:
         fw = obs.forecast
@@ -89,21 +106,24 @@ class Shadowcast:
         r_level = 1 - (1 - a_level) * self.revert_risk  # revert only when a smaller set is safer still
         p_level = np.maximum(self.pool_level.level, a_level)
         # The active set must carry demand until an activation decided next step would land.
-        near = fw.near[None, :, h, :]
-        expected = quantile_of_sorted(fw.point[None, :, h, :], a_level)
+        expected = quantile_of_sorted(fw.window(0)[None, :, h, :], a_level)
         floor = self._floor(obs.last_demand)
-        up = np.maximum(np.maximum(units(quantile_of_sorted(near, a_level)), floor), self.min_active)
-        down = np.maximum(np.maximum(units(quantile_of_sorted(near, r_level)), floor), self.min_active)
+        up = np.maximum(np.maximum(units(self._lead_quantile(fw, h, self.active_lead, a_level)), floor),
+                        self.min_active)
+        down = np.maximum(np.maximum(units(self._lead_quantile(fw, h, self.active_lead, r_level)), floor),
+                          self.min_active)
 
         current = fleet.serving_or_soon
         active = np.where(current < up, up, np.where(current > down, down, current))
         self._count_events(current, active, up > floor)
 
-        reach = quantile_of_sorted(fw.reach[None, :, h:, :], p_level[..., None])  # [V, C, steps left]
+        reach = self._lead_quantile(fw, slice(h, None), self.pool_lead, p_level)  # [V, C, steps left]
         total = units(reach)
         total[..., 0] = np.maximum(total[..., 0], active)
         total = region_resilient_total(total, self.regions)
-        order = np.maximum(total[..., 0], total[..., min(self.cold_lead, total.shape[-1] - 1)])
+        # Order now what must be there when an order placed now lands.
+        landing = np.broadcast_to(np.minimum(self.pool_lead, total.shape[-1] - 1), active.shape)
+        order = np.maximum(total[..., 0], np.take_along_axis(total, landing[..., None], axis=-1)[..., 0])
         keep = total[..., : self.hold + 1].max(axis=-1)
         standby = None
         if self.mode is SwitchoverMode.TIERED:
@@ -157,9 +177,14 @@ class Shadowcast:
             return
         self.active_level.update(self._missed)
         # The pool quantile set `lead` steps ago covered the lead window that ends now.
-        if self.steps > self.cold_lead:
-            seen = self._recent.max(axis=0)[None, :]
-            self.pool_level.update(seen > self._pool_expected[self.cold_lead])
+        miss = np.zeros(self.pool_level.level.shape, dtype=bool)
+        observed = np.zeros_like(miss)
+        for w in np.unique(self.pool_lead):
+            mine = np.broadcast_to(self.pool_lead == w, miss.shape)
+            seen = self._recent[: w + 1].max(axis=0)[None, :]
+            miss = np.where(mine, seen > self._pool_expected[w], miss)
+            observed = np.where(mine, self.steps > w, observed)
+        self.pool_level.update(miss, observed)
 
     def events(self) -> dict[str, np.ndarray]:
         return {"switchovers": self.switchovers, "reverts": self.reverts}

@@ -12,7 +12,7 @@ Entry points: `run_simulation(config)` (the `shadowcast simulate` job) and `repl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +24,7 @@ from allocator.autoscalers import Controller, ForecastWindow, Hpa, HpaSettings, 
 from allocator.calibration import CalibrationSettings
 from allocator.fleetsim import Delay, Fleet, Scenario
 from allocator.oracle import OracleResult, oracle
-from allocator.policy import levels_from_costs, lead_steps, shared_shadow_units, size_pools
+from allocator.policy import levels_from_costs, lead_steps, shared_shadow_units, size_pools, timing_leads
 from allocator.shadowing import Shadowcast
 from allocator.types import CostModel, PoolSpec, SwitchoverMode
 from forecasting.data import DEMAND, ID, TIME, Panel, validate_panel
@@ -48,11 +48,11 @@ class ForecastFeed:
     next `horizon` rows follow as future rows with demand (and past-only covariates) emptied.
     """
 
-    def __init__(self, trace: Trace, forecaster: Forecaster, horizon: int, num_samples: int, cold_lead: int,
-                 context_steps: int | None = None, refit_every: int | None = None, fit_first: bool = True,
-                 warm_lead: int = 1) -> None:
+    def __init__(self, trace: Trace, forecaster: Forecaster, horizon: int, num_samples: int,
+                 windows: Sequence[int] = (0,), context_steps: int | None = None, refit_every: int | None = None,
+                 fit_first: bool = True) -> None:
         self.trace, self.forecaster = trace, forecaster
-        self.horizon, self.num_samples, self.cold_lead, self.warm_lead = horizon, num_samples, cold_lead, warm_lead
+        self.horizon, self.num_samples, self.windows = horizon, num_samples, tuple(windows)
         self.context_steps, self.refit_every = context_steps, refit_every
         self._frame = trace.panel.frame
         sizes = self._frame.groupby(ID, sort=False).size().to_numpy()
@@ -101,7 +101,7 @@ class ForecastFeed:
         forecast = self.forecaster.predict(panel, self.horizon, self.num_samples)
         self.calls += 1
         self.seconds += time.perf_counter() - started
-        return ForecastWindow.build(t, self._units(forecast, panel), self.cold_lead, self.warm_lead)
+        return ForecastWindow.build(t, self._units(forecast, panel), self.windows)
 
     def _units(self, forecast: Forecast, panel: Panel) -> np.ndarray:
         if forecast.cluster_ids != self.trace.cluster_ids:
@@ -125,6 +125,11 @@ class PolicySetup:
     @property
     def needs_forecast(self) -> bool:
         return isinstance(self.controller, (PredictivePoint, Shadowcast))
+
+
+def lead_windows(setups: list[PolicySetup]) -> list[int]:
+    """Window lengths (steps) whose sample maxima the controllers look up in a forecast."""
+    return sorted({0, *(w for s in setups if isinstance(s.controller, Shadowcast) for w in s.controller.windows)})
 
 
 def replay(
@@ -212,8 +217,7 @@ def build_setups(policies: PoliciesConfig, clusters: int, step_s: float, spec: P
         for mode in modes:
             name = "shadowcast" if mode == SwitchoverMode(s.mode) else "shadowcast-tiered"
             setups.append(PolicySetup(
-                Shadowcast(clusters, costs, tuple(values), cold_lead, spec.cold_provision_s / step_s,
-                           calibration=calibration, mode=mode, guard=s.guard, regions=len(spec.regions),
+                Shadowcast(clusters, costs, tuple(values), spec, step_s, calibration=calibration, mode=mode, guard=s.guard, regions=len(spec.regions),
                            region_resilient=s.region_resilient, revert_risk=s.revert_risk, name=name),
                 tuple(f"penalty={v:g}" for v in values), point))
     return setups
@@ -320,15 +324,15 @@ def run_simulation(config: SimulateConfig, *, forecaster: Forecaster | None = No
         raise ValueError("policies: every policy is disabled; enable at least one")
     f = config.forecaster
     cold_lead = lead_steps(spec.cold_provision_s, step_s)
-    if f.horizon < f.cadence_steps + cold_lead:
+    windows = lead_windows(setups)
+    if f.horizon < f.cadence_steps + max(cold_lead, *windows):
         raise ValueError(f"forecaster.horizon ({f.horizon}) must cover forecaster.cadence_steps ({f.cadence_steps}) "
-                         f"plus the cold provisioning lead ({cold_lead} steps)")
+                         f"plus the cold provisioning lead ({max(cold_lead, *windows)} steps)")
     feed = None
     if any(s.needs_forecast for s in setups):
         model = forecaster or make_forecaster(f.name, f.options)
-        feed = ForecastFeed(trace, model, f.horizon, f.num_samples, cold_lead, f.context_steps, f.refit_every_steps,
-                            warm_lead=lead_steps(spec.warm_activation_s, step_s))
-    pools = _PoolStats(costs, cold_lead) if len(trace.cluster_ids) > 1 else None
+        feed = ForecastFeed(trace, model, f.horizon, f.num_samples, windows, f.context_steps, f.refit_every_steps)
+    pools = _PoolStats(costs, timing_leads(spec, step_s, costs).pool) if len(trace.cluster_ids) > 1 else None
     source = (lambda t: pools.track(feed(t))) if (feed and pools) else feed
 
     started = time.perf_counter()
@@ -376,7 +380,7 @@ class _PoolStats:
         self.shared: list[int] = []
 
     def track(self, window: ForecastWindow) -> ForecastWindow:
-        samples = np.moveaxis(window.point, -1, 1)  # back to [clusters, samples, horizon]
+        samples = np.moveaxis(window.window(0), -1, 1)  # back to [clusters, samples, horizon]
         sizing = size_pools(samples, self.levels.active, self.levels.pool, self.cold_lead)
         self.separate.append(int(sizing.shadow[:, 0].sum()))
         self.shared.append(int(shared_shadow_units(sizing, samples, self.levels.pool, self.cold_lead)[0]))
@@ -457,19 +461,17 @@ def replay_holdout(
     trace = build_trace("holdout", panel, _holdout_trace_config(holdout, peak_units))
     step_s = trace.step_s
     spec = PoolSpec(capacity_per_unit=1.0, cold_provision_s=cold_provision_s, warm_activation_s=warm_activation_s)
-    cold_lead, warm_lead = lead_steps(cold_provision_s, step_s), lead_steps(warm_activation_s, step_s)
     setups = build_setups(policies or PoliciesConfig(), len(trace.cluster_ids), step_s, spec, costs,
                           trace.training_peak / trace.capacity_per_unit)
+    windows = lead_windows(setups)
     if isinstance(forecast_or_forecaster, Forecast):
         forecast = forecast_or_forecaster.select(trace.cluster_ids)
         if forecast.horizon < holdout:
             raise ValueError(f"the forecast covers {forecast.horizon} steps; the holdout has {holdout}")
-        window = ForecastWindow.build(0, forecast.samples / trace.capacity_per_unit[:, None, None], cold_lead,
-                                      warm_lead)
+        window = ForecastWindow.build(0, forecast.samples / trace.capacity_per_unit[:, None, None], windows)
         source, cadence = (lambda t: window), holdout + 1
     else:
-        feed = ForecastFeed(trace, forecast_or_forecaster, holdout, num_samples, cold_lead, fit_first=False,
-                            warm_lead=warm_lead)
+        feed = ForecastFeed(trace, forecast_or_forecaster, holdout, num_samples, windows, fit_first=False)
         source, cadence = feed, cadence_steps
     runs = replay(trace.demand_units, trace.last_history_units, setups, source, cadence=cadence, spec=spec,
                   costs=costs, scenario=Scenario(regions=1), step_s=step_s)

@@ -11,11 +11,12 @@ from allocator.autoscalers import ForecastWindow, Hpa, HpaSettings, Observation,
 from allocator.fleetsim import Delay, Fleet, Scenario, Targets
 from allocator.oracle import oracle
 from allocator.shadowing import Shadowcast
-from allocator.types import CostModel, SwitchoverMode
+from allocator.types import CostModel, PoolSpec, SwitchoverMode
 
 STEP = 60.0
 COLD, WARM = Delay.of(300.0, STEP), Delay.of(5.0, STEP)
 COSTS = CostModel(active_unit_cost=1.0, warm_fraction=0.3, unserved_penalty=100.0)
+SPEC = PoolSpec(cold_provision_s=300.0, warm_activation_s=5.0)
 
 
 def step_trace(low: float, high: float, rise: int = 10, length: int = 40) -> np.ndarray:
@@ -119,13 +120,13 @@ def perfect(demand: np.ndarray, samples: int = 20):
     def window(t):
         future = demand[t:t + 30, 0]
         future = np.concatenate([future, np.full(30 - len(future), future[-1] if len(future) else demand[-1, 0])])
-        return ForecastWindow.build(t, np.repeat(future[None, None, :], samples, axis=1), cold_lead=5)
+        return ForecastWindow.build(t, np.repeat(future[None, None, :], samples, axis=1), (0, 1, 5))
     return window
 
 
 def test_shadowcast_switches_before_a_forecast_spike_and_serves_it_all():
     demand = step_trace(2.0, 6.0)
-    shadow = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0)
+    shadow = Shadowcast(1, COSTS, (100.0,), spec=SPEC, step_s=STEP)
     capacity, unserved, _, warm, _ = play(shadow, demand, perfect(demand))
     assert unserved.sum() == pytest.approx(0.0)
     assert capacity[9, 0, 0] == pytest.approx(6 - 4 / 12)  # switched a step before the spike: 11/12 of it
@@ -142,7 +143,7 @@ def test_shadowcast_reverts_when_the_spike_does_not_come():
     def forecasts(t):  # predicts the rise until step 12, then sees it is not coming
         source = false_alarm if t < 12 else demand
         return perfect(source)(t)
-    shadow = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, calibration=None)
+    shadow = Shadowcast(1, COSTS, (100.0,), spec=SPEC, step_s=STEP, calibration=None)
     capacity, unserved, *_ = play(shadow, demand, forecasts)
     assert capacity[11, 0, 0] == 6 and capacity[12, 0, 0] == 2  # reverted as soon as the forecast changed
     assert shadow.events()["switchovers"].sum() == 1 and shadow.events()["reverts"].sum() == 1
@@ -154,7 +155,7 @@ def test_tiered_switchover_keeps_the_former_set_on_standby_and_brings_it_back():
     demand = np.full((40, 1), 2.0)
     def forecasts(t):
         return perfect(false_alarm if t < 12 else demand)(t)
-    shadow = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, calibration=None,
+    shadow = Shadowcast(1, COSTS, (100.0,), spec=SPEC, step_s=STEP, calibration=None,
                         mode=SwitchoverMode.TIERED)
     capacity, unserved, _, warm, fleet = play(shadow, demand, forecasts)
     assert capacity[10, 0, 0] == 6 and capacity[11, 0, 0] == 6
@@ -185,7 +186,7 @@ def test_oracle_is_cheaper_than_every_controller_on_a_noisy_trace():
     rng = np.random.default_rng(0)
     demand = (10 + 5 * np.sin(np.arange(300) / 20) + rng.gamma(2, 1, 300))[:, None]
     best = oracle(demand, COSTS, STEP, COLD, WARM).cost.sum()
-    for controller, f in ((Hpa(1, STEP, (0.7,)), None), (Shadowcast(1, COSTS, (100.0,), 5, 5.0), perfect(demand))):
+    for controller, f in ((Hpa(1, STEP, (0.7,)), None), (Shadowcast(1, COSTS, (100.0,), SPEC, STEP), perfect(demand))):
         _, unserved, cost, *_ = play(controller, demand, f)
         assert cost.sum() > best
 
@@ -194,10 +195,10 @@ def test_region_resilient_shadows_ride_out_the_loss_of_a_region():
     # Flat demand of 9 units known exactly, 3 regions, region lost at step 10.
     demand = np.full((30, 1), 9.0)
     outage = Scenario(outage_step=10, regions=3)
-    plain = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, regions=3)
+    plain = Shadowcast(1, COSTS, (100.0,), spec=SPEC, step_s=STEP, regions=3)
     _, unserved, *_ = play(plain, demand, perfect(demand), scenario=outage)
     assert unserved.sum() == pytest.approx(3 * 5)  # a third of the active set, until replacements boot
-    resilient = Shadowcast(1, COSTS, (100.0,), cold_lead=5, cold_exact=5.0, regions=3, region_resilient=True)
+    resilient = Shadowcast(1, COSTS, (100.0,), spec=SPEC, step_s=STEP, regions=3, region_resilient=True)
     _, unserved, _, warm, _ = play(resilient, demand, perfect(demand), scenario=outage)
     assert warm[9, 0, 0] == 14 - 9  # 9 + ceil(9 / 2): any two regions still hold 9
     assert unserved.sum() == pytest.approx(3 / 12)  # surviving shadows take over within seconds

@@ -238,3 +238,19 @@ def test_bad_policy_config_is_rejected():
         PolicyConfig(active_level=1.5)
     with pytest.raises(ValueError, match="mode"):
         PolicyConfig(mode=SwitchoverMode.REVERT)
+
+
+@pytest.mark.parametrize("warm_s, cold_s, step_s, penalty, expected", [
+    (5, 300, 60, 100.0, (1, 5)),  # 1/12 of a step late costs 100/12 > 0.7: pre-activate one step early
+    (5, 300, 60, 5.0, (0, 5)),  # 5/12 < 0.7: activate in the step itself and lose 5 seconds of it
+    (5, 300, 3600, 100.0, (0, 1)),  # hourly steps: a boot lands 5 minutes in; 100/12 > w = 0.3
+    (5, 300, 3600, 2.0, (0, 0)),  # 2/12 < 0.3: order in the step itself
+    (30, 120, 60, 1.6, (0, 2)),  # the hand-computed plan's pool: late by half a step, 0.8 is not > 0.8
+])
+def test_timing_leads_follow_the_price_of_being_late(warm_s, cold_s, step_s, penalty, expected):
+    from allocator.policy import timing_leads
+
+    spec = PoolSpec(cold_provision_s=cold_s, warm_activation_s=warm_s)
+    leads = timing_leads(spec, step_s, CostModel(active_unit_cost=1.0, warm_fraction=0.3 if penalty != 1.6 else 0.2,
+                                                 unserved_penalty=penalty))
+    assert (leads.active, leads.pool) == expected
