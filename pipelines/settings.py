@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.prometheus_source import PrometheusSource  # a pydantic model only; no HTTP client loads
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,9 +35,10 @@ class SyntheticData(Strict):
 
 
 class DataConfig(Strict):
-    """Where the panel comes from: the synthetic generator, a CSV/Parquet file, or a public dataset."""
+    """Where the panel comes from: the synthetic generator, a CSV/Parquet file, a public dataset, or
+    range queries against a Prometheus server."""
 
-    source: Literal["synthetic", "file", "dataset"] = "synthetic"
+    source: Literal["synthetic", "file", "dataset", "prometheus"] = "synthetic"
     path: Path | None = None
     dataset: str | None = None
     data_dir: Path | None = None
@@ -45,11 +48,14 @@ class DataConfig(Strict):
     freq: str | None = None
     max_gap: int = Field(3, ge=0)
     synthetic: SyntheticData = SyntheticData()
+    prometheus: PrometheusSource | None = None
 
     @model_validator(mode="after")
     def _source_has_what_it_needs(self) -> DataConfig:
         if self.source == "file" and self.path is None:
             raise ValueError("source 'file' needs `path`")
+        if self.source == "prometheus" and self.prometheus is None:
+            raise ValueError("source 'prometheus' needs a `prometheus:` section (url, demand_query, step, …)")
         if self.source == "dataset" and not self.dataset:
             raise ValueError("source 'dataset' needs `dataset` (m4_hourly, worldcup98, alibaba2018, google2019, etth1)")
         return self
@@ -80,6 +86,7 @@ class TrainerConfig(Strict):
     weight_decay: float = Field(1e-8, ge=0)
     gradient_clip: float = Field(10.0, gt=0)
     patience: int = Field(5, ge=0)
+    lr_patience: int = Field(10, ge=0)
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = "auto"

@@ -15,6 +15,11 @@ def load_panel(config: DataConfig) -> Panel:
         assert config.path is not None  # checked by DataConfig
         return read_panel(config.path, past_covariates=config.past_covariates,
                           known_covariates=config.known_covariates, freq=config.freq, max_gap=config.max_gap)
+    if config.source == "prometheus":
+        from pipelines.prometheus_source import load_prometheus_panel
+
+        assert config.prometheus is not None  # checked by DataConfig
+        return load_prometheus_panel(config.prometheus, max_gap=config.max_gap)
     assert config.dataset is not None
     options = {"resample": config.resample} if config.resample else {}
     return load_dataset(config.dataset, config.data_dir, **options).panel
