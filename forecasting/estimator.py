@@ -43,6 +43,7 @@ class DeepARConfig:
     weight_decay: float = 1e-8
     gradient_clip: float = 10.0
     patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
+    lr_patience: int = 10  # epochs without improvement before the learning rate is halved
     validate: bool = True  # hold out each series' last prediction_length steps for validation
     seed: int = 0
     accelerator: str = "auto"
@@ -133,9 +134,9 @@ class DeepARForecaster:
         tensors = build_tensors(panel, known=metadata.known, past=metadata.past,
                                 cluster_vocab=metadata.cluster_vocab, left_pad=shape.span)
         data = WindowDataModule(tensors, shape, cfg.batch_size, cfg.batches_per_epoch, cfg.seed, cfg.validate)
-        module = DeepARLightningModule(network_config, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
         monitor = "val_loss" if cfg.validate else "train_loss"
+        module = DeepARLightningModule(network_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                       lr_patience=cfg.lr_patience, monitor=monitor)
         best = BestWeights(monitor)
         history = EpochHistory()
         all_callbacks: list[Any] = [best, history, *callbacks]

@@ -17,11 +17,13 @@ from forecasting.windows import PanelTensors, WindowSampler, WindowShape, last_w
 
 
 class DeepARLightningModule(pl.LightningModule):
-    def __init__(self, config: NetworkConfig, lr: float = 1e-3, weight_decay: float = 1e-8) -> None:
+    def __init__(self, config: NetworkConfig, lr: float = 1e-3, weight_decay: float = 1e-8,
+                 lr_patience: int = 10, monitor: str = "val_loss") -> None:
         super().__init__()
-        self.save_hyperparameters({"network": config.to_dict(), "lr": lr, "weight_decay": weight_decay})
+        self.save_hyperparameters({"network": config.to_dict(), "lr": lr, "weight_decay": weight_decay,
+                                   "lr_patience": lr_patience})
         self.network = DeepARNetwork(config)
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.lr_patience, self.monitor = lr, weight_decay, lr_patience, monitor
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.network.loss(batch)
@@ -34,7 +36,12 @@ class DeepARLightningModule(pl.LightningModule):
                  batch_size=batch["target"].shape[0])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # Halve the step size when the monitored loss stalls: the late, small steps sharpen the
+        # distribution (GluonTS does the same).
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                               patience=self.lr_patience)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
 
 class _SampledWindows(IterableDataset):

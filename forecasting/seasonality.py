@@ -28,13 +28,16 @@ def season_length(freq: str) -> int:
 
 
 def lags_for(freq: str, max_lag: int | None = None) -> list[int]:
-    """Lag indices (1 = previous step) for an autoregressive model at this frequency."""
+    """Lag indices (1 = previous step) for an autoregressive model at this frequency: the last
+    seven steps, and one step either side of each of the first seven days (sub-daily data) or of
+    one week (daily data)."""
     step = step_of(freq)
     lags = set(range(1, 8))
     periods = []
     if step < DAY:
-        periods += [int(DAY / step), 2 * int(DAY / step)]
-    if step < WEEK:
+        day = int(DAY / step)
+        periods += [k * day for k in range(1, 8)]
+    elif step < WEEK:
         periods.append(int(WEEK / step))
     for period in periods:
         lags.update({period - 1, period, period + 1})
