@@ -1,0 +1,180 @@
+"""Our DeepAR against GluonTS's torch DeepAR on M4 hourly, side by side in one process.
+
+    python benchmarks/forecast_vs_gluonts.py            # the real comparison (~15 min on 2 cores)
+    python benchmarks/forecast_vs_gluonts.py --quick    # a few minutes
+
+Both models: 2 layers × 40 units (GluonTS's default), the same context length, batch size, number
+of gradient steps and CPU threads; then 100 sample paths for the 414 series × 48 steps of the M4
+test split. The *bound* is a bare `nn.LSTM` of the same size: forward + backward on random
+tensors of the same batch and sequence length (training), and stepping as many paths × steps
+(prediction) with no features and no sampling. Throughput is measured in interleaved rounds
+(ours, GluonTS, GluonTS with cache_data, bound) and the medians are reported; accuracy comes from
+one full-length fit of each. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from forecasting.baselines import GluonTSDeepAR, SeasonalNaive
+from forecasting.datasets import load_dataset
+from forecasting.estimator import DeepARConfig, DeepARForecaster
+from forecasting.metrics import interval_coverage, mean_weighted_quantile_loss
+from forecasting.seasonality import lags_for, num_time_features
+
+HORIZON, SAMPLES, BATCH, HIDDEN, LAYERS, BATCHES_PER_EPOCH = 48, 100, 32, 40, 2, 50
+
+
+def ours(context: int, steps: int, threads: int, seed: int = 0) -> DeepARForecaster:
+    return DeepARForecaster(DeepARConfig(
+        prediction_length=HORIZON, context_length=context, hidden_size=HIDDEN, num_layers=LAYERS,
+        batch_size=BATCH, batches_per_epoch=BATCHES_PER_EPOCH, max_epochs=max(1, steps // BATCHES_PER_EPOCH),
+        patience=0, validate=False, num_threads=threads, seed=seed, accelerator="cpu", devices=1))
+
+
+def gluonts(context: int, steps: int, threads: int, cache: bool, seed: int = 0) -> GluonTSDeepAR:
+    return GluonTSDeepAR(HORIZON, context_length=context, num_layers=LAYERS, hidden_size=HIDDEN, batch_size=BATCH,
+                         num_batches_per_epoch=BATCHES_PER_EPOCH, max_epochs=max(1, steps // BATCHES_PER_EPOCH),
+                         cache_data=cache, num_threads=threads, seed=seed)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def bound_lstm(input_size: int) -> torch.nn.LSTM:
+    return torch.nn.LSTM(input_size, HIDDEN, LAYERS, batch_first=True, dropout=0.1)
+
+
+def bound_train_seconds(input_size: int, seq_len: int, steps: int) -> float:
+    lstm = bound_lstm(input_size)
+    optimiser = torch.optim.Adam(lstm.parameters(), lr=1e-3)
+    x = torch.randn(BATCH, seq_len, input_size)
+    target = torch.randn(BATCH, seq_len, HIDDEN)
+
+    def run() -> None:
+        for _ in range(steps):
+            out, _ = lstm(x)
+            loss = torch.nn.functional.mse_loss(out, target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+    return timed(run)
+
+
+def bound_predict_seconds(input_size: int, paths: int, context: int) -> float:
+    """Encode the context once for every series, then step `paths` rows through the horizon."""
+    lstm = bound_lstm(input_size).eval()
+    series = paths // SAMPLES
+
+    def run() -> None:
+        with torch.inference_mode():
+            _, (h, c) = lstm(torch.randn(series, context, input_size))
+            h, c = h.repeat_interleave(SAMPLES, 1), c.repeat_interleave(SAMPLES, 1)
+            x = torch.randn(paths, 1, input_size)
+            for _ in range(HORIZON):
+                out, (h, c) = lstm(x, (h, c))
+
+    return timed(run)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run: fewer steps and rounds")
+    parser.add_argument("--steps", type=int, help="gradient steps of the accuracy fits (default 5000; quick 500)")
+    parser.add_argument("--speed-steps", type=int, help="steps per throughput round (default 300; quick 100)")
+    parser.add_argument("--rounds", type=int, help="throughput rounds (default 3; quick 1)")
+    parser.add_argument("--context", type=int, default=HORIZON, help="context length of both models")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    steps = args.steps or (500 if args.quick else 5000)
+    speed_steps = args.speed_steps or (100 if args.quick else 300)
+    rounds = args.rounds or (1 if args.quick else 3)
+    torch.set_num_threads(args.threads)
+
+    dataset = load_dataset("m4_hourly", args.data_dir)
+    history, actuals = dataset.panel.cut(HORIZON), dataset.panel.actuals(HORIZON)
+    seq_len = args.context + HORIZON
+    input_size = len(lags_for("h")) + num_time_features("h") + 1 + 8 + 1  # what our network reads per step
+    log = lambda *parts: print(*parts, file=sys.stderr, flush=True)  # noqa: E731
+
+    # Throughput: interleaved rounds so that machine noise hits every contender alike.
+    speed: dict[str, list[float]] = {"ours": [], "gluonts": [], "gluonts_cached": [], "bound": []}
+    for r in range(rounds):
+        samples = speed_steps * BATCH
+        speed["ours"].append(samples / timed(lambda: ours(args.context, speed_steps, args.threads).fit(history)))
+        speed["gluonts"].append(samples / timed(
+            lambda: gluonts(args.context, speed_steps, args.threads, cache=False).fit(history)))
+        speed["gluonts_cached"].append(samples / timed(
+            lambda: gluonts(args.context, speed_steps, args.threads, cache=True).fit(history)))
+        speed["bound"].append(samples / bound_train_seconds(input_size, seq_len, speed_steps))
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in speed.items()))
+    sps = {k: statistics.median(v) for k, v in speed.items()}
+
+    # Accuracy at an equal budget: one full fit each.
+    log(f"accuracy fits: {steps} steps of batch {BATCH}")
+    our_model = ours(args.context, steps, args.threads)
+    our_fit_s = timed(lambda: our_model.fit(history))
+    peer = gluonts(args.context, steps, args.threads, cache=False)
+    peer_fit_s = timed(lambda: peer.fit(history))
+
+    predict_times: dict[str, list[float]] = {"ours": [], "gluonts": [], "bound": []}
+    forecasts = {}
+    for _ in range(rounds):
+        predict_times["ours"].append(timed(lambda: forecasts.__setitem__(
+            "ours", our_model.predict(history, HORIZON, SAMPLES))))
+        predict_times["gluonts"].append(timed(lambda: forecasts.__setitem__(
+            "gluonts", peer.predict(history, HORIZON, SAMPLES))))
+        predict_times["bound"].append(bound_predict_seconds(input_size, len(history.cluster_ids) * SAMPLES,
+                                                            args.context))
+    predict_s = {k: statistics.median(v) for k, v in predict_times.items()}
+
+    naive = SeasonalNaive(24).predict(history, HORIZON)
+    result = {
+        "dataset": "m4_hourly",
+        "series": len(history.cluster_ids),
+        "steps": steps,
+        "batch_size": BATCH,
+        "context_length": args.context,
+        "threads": args.threads,
+        "rounds": rounds,
+        "ours_wql": round(mean_weighted_quantile_loss(forecasts["ours"], actuals), 4),
+        "gluonts_wql": round(mean_weighted_quantile_loss(forecasts["gluonts"], actuals), 4),
+        "seasonal_naive_wql": round(mean_weighted_quantile_loss(naive, actuals), 4),
+        "ours_cov90": round(interval_coverage(forecasts["ours"], actuals, 0.9), 3),
+        "gluonts_cov90": round(interval_coverage(forecasts["gluonts"], actuals, 0.9), 3),
+        "ours_train_samples_per_s": round(sps["ours"], 1),
+        "gluonts_train_samples_per_s": round(sps["gluonts"], 1),
+        "gluonts_cached_train_samples_per_s": round(sps["gluonts_cached"], 1),
+        "bound_train_samples_per_s": round(sps["bound"], 1),
+        "train_speedup": round(sps["ours"] / sps["gluonts"], 3),
+        "train_speedup_vs_cached": round(sps["ours"] / sps["gluonts_cached"], 3),
+        "train_vs_bound": round(sps["ours"] / sps["bound"], 3),
+        "ours_fit_s": round(our_fit_s, 1),
+        "gluonts_fit_s": round(peer_fit_s, 1),
+        "ours_predict_s": round(predict_s["ours"], 3),
+        "gluonts_predict_s": round(predict_s["gluonts"], 3),
+        "bound_predict_s": round(predict_s["bound"], 3),
+        "predict_speedup": round(predict_s["gluonts"] / predict_s["ours"], 3),
+        "predict_vs_bound": round(predict_s["bound"] / predict_s["ours"], 3),
+        "speed_rounds": {k: [round(x, 1) for x in v] for k, v in speed.items()},
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
