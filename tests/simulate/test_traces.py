@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from pipelines.settings import load_config, parse_config
+from pipelines.settings import PROJECT_ROOT, load_config, parse_config
 from pipelines.simulate import run_simulation
 from pipelines.simulate_config import SimulateConfig, TraceConfig
 from pipelines.simulate_traces import build_trace, load_trace_panel
-from pipelines.settings import PROJECT_ROOT
 
 
 def trace_of(shared_data_dir, **fields):
