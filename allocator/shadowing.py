@@ -10,6 +10,9 @@ At the start of each step, from the latest forecast's samples at that step (capa
 - **shadow pool**: active + warm covers the `pool_level` quantile of the largest demand over the cold
   lead time, ordered one lead time ahead; warm units are released only when no step within
   cold lead / warm fraction needs them (holding one longer costs more than booting it again);
+- **lead windows** (`allocator.policy.timing_leads`): the active set covers the steps an activation
+  takes, the pool those a boot takes, each plus the step in which it lands part-way when arriving
+  that fraction late costs more than starting a step early; so they differ between settings;
 - **calibration**: both levels follow realised coverage (`allocator.calibration`), the pool's from
   the largest demand seen over each lead window, known one lead time later;
 - a guard keeps at least the demand just observed active after the forecast missed it (or always,
