@@ -100,6 +100,10 @@ class MlflowConfig(Strict):
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db
     experiment: str = "shadowcast"
     register_as: str | None = "shadowcast-dpe"  # registered model name; null to skip registration
+    # Given to the new version when no version holds it yet, so `shadowcast serve` (which follows
+    # models:/shadowcast-dpe@champion) has a model after the first training. Later moves of the
+    # alias are `shadowcast retrain`'s decision. Null: never set it here.
+    initial_alias: str | None = "champion"
 
 
 class TrainConfig(Strict):

@@ -92,6 +92,8 @@ def train(config: TrainConfig, panel: Panel, *, run_name: str = "train",
 
         model_dir = forecaster.predictor.save(output / "model")
         model_uri, version = log_model(model_dir, config.mlflow.register_as)
+        if version and config.mlflow.initial_alias:
+            claim_alias_if_free(config.mlflow.register_as, config.mlflow.initial_alias, version)
     return TrainResult(run.info.run_id, model_dir, model_uri, version, metrics, chart, forecaster)
 
 
@@ -120,6 +122,21 @@ def log_model(model_dir: Path, register_as: str | None) -> tuple[str, str | None
         )
     version = str(info.registered_model_version) if register_as and info.registered_model_version else None
     return info.model_uri, version
+
+
+def claim_alias_if_free(model_name: str, alias: str, version: str) -> bool:
+    """Point `alias` at `version` unless some version of the model already holds it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_model_version_by_alias(model_name, alias)
+        return False
+    except MlflowException:
+        client.set_registered_model_alias(model_name, alias, version)
+        mlflow.set_tag("alias_set", alias)
+        return True
 
 
 def _epoch_logger():

@@ -51,6 +51,15 @@ def test_model_is_registered_and_loads_back_to_identical_forecasts(trained):
         np.testing.assert_array_equal(load_predictor(uri).predict(history, 12, 15, seed=2).samples, direct)
 
 
+def test_first_registered_version_becomes_champion_and_later_ones_do_not(trained, tmp_path):
+    config, panel, result = trained
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("test-dpe", "champion").version) == result.registered_version
+    again = train(parse_config({**SMALL, "output_dir": str(tmp_path)}), panel, run_name="second")
+    assert again.registered_version != result.registered_version
+    assert str(client.get_model_version_by_alias("test-dpe", "champion").version) == result.registered_version
+
+
 def test_pyfunc_flavour_serves_quantiles(trained):
     config, panel, result = trained
     model = mlflow.pyfunc.load_model(result.model_uri)
