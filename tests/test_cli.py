@@ -105,7 +105,7 @@ def test_demo_runs_end_to_end_on_a_small_config(tmp_path):
     result = run("demo", "--config", str(config), "--out-dir", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "shadowcast DeepAR" in result.stdout and "seasonal naive (24 steps)" in result.stdout
-    table = result.stdout.split("÷ oracle")[1].split("\n\n")[0].strip().splitlines()
+    table = result.stdout.split("unserved %\n")[1].split("\n\n")[0].strip().splitlines()
     policies = [line.split()[0] for line in table]
     assert policies == ["static", "reactive", "reactive+warmpool", "predictive-point", "shadowcast", "oracle"]
     oracle = next(line for line in result.stdout.splitlines() if line.startswith("oracle"))
