@@ -123,7 +123,7 @@ class RunConfig(Strict):
     # CPU threads for sampling; 1 is fastest for a loop's small batches on a busy machine. null: torch's default.
     torch_threads: int | None = Field(1, ge=1)
     data: DataConfig = DataConfig()
-    replay: ReplaySettings | None = ReplaySettings()
+    replay: ReplaySettings | None = Field(ReplaySettings(), validate_default=True)  # checked against `data`
     model: ModelSettings = ModelSettings()
     forecast: ForecastSettings = ForecastSettings()
     plan: RunPlanSettings = RunPlanSettings()

@@ -170,8 +170,9 @@ class DemandExporter:
         lines += [f'{METRIC}{{cluster="{c}"}} {self.value(c, now):.4f}' for c in self.bases]
         return "\n".join(lines) + "\n"
 
-    def start_ramp(self, cluster: str, seconds: float, peak: float) -> Ramp:
-        ramp = Ramp(time.time(), seconds, self.bases[cluster], peak)
+    def start_ramp(self, cluster: str, seconds: float, peak: float, start_level: float | None = None) -> Ramp:
+        """From `start_level` (default: the cluster's base) to `peak` (which may lie below it), then held."""
+        ramp = Ramp(time.time(), seconds, self.bases[cluster] if start_level is None else start_level, peak)
         self.ramps[cluster] = ramp
         return ramp
 
