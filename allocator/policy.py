@@ -130,12 +130,32 @@ def empirical_quantile(samples: np.ndarray, level: np.ndarray | float, axis: int
     return quantile_of_sorted(np.sort(np.moveaxis(samples, axis, -1), axis=-1), level)
 
 
-def window_max(samples: np.ndarray, window: int) -> np.ndarray:
-    """Largest value over [h, h + window] along the last axis (the horizon), cut at its end."""
-    result = samples.copy()
-    for shift in range(1, min(window, samples.shape[-1] - 1) + 1):
-        np.maximum(result[..., :-shift], samples[..., shift:], out=result[..., :-shift])
-    return result
+def window_max(samples: np.ndarray, window: int, axis: int = -1) -> np.ndarray:
+    """Largest value over [h, h + window] along `axis` (the horizon), cut at its end; a new array.
+
+    Windows double each pass (the max over 2w steps is that of two w-step windows, w apart), so a
+    long lead costs log2(window) passes over the paths, not one per step; a last single step folds
+    the samples themselves in, in place, sparing a second buffer (leads of two steps are common).
+    """
+    source = np.moveaxis(samples, axis, 0)  # a view: slicing its first axis slices `axis`
+    reach = min(window, source.shape[0] - 1)
+    if reach < 1:
+        return samples.copy()
+    held = [np.empty_like(samples)]
+    span, current, turn = 1, source, 0  # `current[h]` holds the largest value over [h, h + span)
+    while span <= reach:
+        step = min(span, reach + 1 - span)
+        if step == 1 and span > 1:
+            np.maximum(current[:-span], source[span:], out=current[:-span])
+        else:
+            if turn == len(held):
+                held.append(np.empty_like(samples))
+            target = np.moveaxis(held[turn], axis, 0)
+            np.maximum(current[:-step], current[step:], out=target[:-step])
+            target[-step:] = current[-step:]  # windows already cut at the end
+            current, turn = target, 1 - turn
+        span += step
+    return held[1 - turn]
 
 
 def units(capacity: np.ndarray) -> np.ndarray:
@@ -166,11 +186,36 @@ def size_pools(
     time: a shadow must be warm before the spike by at least the time a cold unit takes. The active
     set covers the largest over `active_lead` steps (an activation that lands late).
     """
-    clusters = demand_units.shape[0]
+    paths = np.moveaxis(demand_units, 1, -1).copy()  # a copy: `sorted_windows` sorts it in place
+    return sizing_of_sorted(*sorted_windows(paths, active_lead, cold_lead), active_level, pool_level, min_active)
+
+
+def steps_major(samples: np.ndarray, scale: float) -> np.ndarray:
+    """Sample paths `[clusters, samples, horizon]` divided by `scale`, as a new C-ordered
+    `[clusters, horizon, samples]` array: each step's paths contiguous, so numpy's vectorised sort
+    runs on them directly and windows over steps shift whole blocks (one pass does both)."""
+    return np.divide(np.moveaxis(samples, 1, -1), scale, order="C")
+
+
+def sorted_windows(paths: np.ndarray, active_lead: int, cold_lead: int) -> tuple[np.ndarray, np.ndarray]:
+    """`[clusters, horizon, samples]` sorted over paths: the largest demand over [h, h + active_lead]
+    and over [h, h + cold_lead]. Consumes `paths` (steps-major, C-ordered): with no active lead it is
+    sorted in place and returned, sparing a copy of the largest array the policy handles."""
+    reach = window_max(paths, cold_lead, axis=1)
+    point = window_max(paths, active_lead, axis=1) if active_lead else paths
+    point.sort(axis=-1)
+    reach.sort(axis=-1)
+    return point, reach
+
+
+def sizing_of_sorted(
+    point: np.ndarray, reach: np.ndarray, active_level: np.ndarray | float, pool_level: np.ndarray | float,
+    min_active: int,
+) -> PoolSizing:
+    """`size_pools` from the windows `sorted_windows` returns."""
+    clusters = point.shape[0]
     a_level = np.broadcast_to(np.asarray(active_level, dtype=float), (clusters,))[:, None]
     p_level = np.broadcast_to(np.asarray(pool_level, dtype=float), (clusters,))[:, None]
-    point = np.sort(np.moveaxis(window_max(demand_units, active_lead), 1, -1), axis=-1)  # [clusters, horizon, S]
-    reach = np.sort(np.moveaxis(window_max(demand_units, cold_lead), 1, -1), axis=-1)
     active = np.maximum(units(quantile_of_sorted(point, a_level)), min_active)
     pool_value = quantile_of_sorted(reach, p_level)
     total = np.maximum(active, units(pool_value))
@@ -211,31 +256,41 @@ def spread(count: int, regions: tuple[str, ...]) -> dict[str, int]:
     return {region: base + (i < extra) for i, region in enumerate(regions)}
 
 
-def exceed_probability(demand_units: np.ndarray, capacity_units: np.ndarray) -> np.ndarray:
-    """`[clusters, horizon]` P(demand > capacity) from sample paths; capacity is one figure per cluster."""
-    return (demand_units > np.asarray(capacity_units, dtype=float)[:, None, None]).mean(axis=1)
+def exceed_probability(paths: np.ndarray, capacity_units: np.ndarray) -> np.ndarray:
+    """`[clusters, horizon]` P(demand > capacity) from steps-major paths `[clusters, horizon, samples]`
+    (`steps_major`); capacity is one figure per cluster."""
+    return (paths > np.asarray(capacity_units, dtype=float)[:, None, None]).mean(axis=-1)
 
 
 def switchover_decisions(
-    cluster_id: str, fleet: ClusterFleet, active_plan: np.ndarray, exceed: np.ndarray,
-    revert_capacity: int, *, switch_threshold: float, warm_lead: int, mode: SwitchoverMode,
-) -> tuple[SwitchoverDecision, ...]:
-    """The next switchover (if the probability of outgrowing the active set crosses the threshold)
-    or a revert (if a smaller set would now do, with probability of being outgrown below the revert
-    threshold, `revert_capacity` being that smaller set)."""
-    crossing = np.flatnonzero(exceed > switch_threshold)
-    if crossing.size:
-        h = int(crossing[0])
-        target = int(active_plan[h:].max()) if h < len(active_plan) else fleet.active
-        moved = target if mode is SwitchoverMode.TIERED else target - fleet.active
-        if moved > 0:
-            return (SwitchoverDecision(cluster_id, max(0, h - warm_lead), mode, moved, float(exceed[h])),)
-    if fleet.standby > 0 and revert_capacity <= fleet.standby:
-        return (SwitchoverDecision(cluster_id, 0, SwitchoverMode.REVERT, fleet.standby, float(exceed.max())),)
-    if fleet.standby == 0 and fleet.active > revert_capacity:
-        return (SwitchoverDecision(cluster_id, 0, SwitchoverMode.REVERT, fleet.active - revert_capacity,
-                                   float(exceed.max())),)
-    return ()
+    cluster_ids: list[str], fleets: list[ClusterFleet], active_plan: np.ndarray, exceed: np.ndarray,
+    revert_capacity: np.ndarray, *, switch_threshold: float, warm_lead: int, mode: SwitchoverMode,
+) -> list[tuple[SwitchoverDecision, ...]]:
+    """Per cluster, the next switchover (if the probability of outgrowing the active set crosses the
+    threshold) or a revert (if a smaller set would now do, with probability of being outgrown below
+    the revert threshold, `revert_capacity` being that smaller set). Arrays are `[clusters, horizon]`
+    and `[clusters]`; only the decisions themselves are built one by one."""
+    now = np.array([f.active for f in fleets], dtype=np.int64)
+    standby = np.array([f.standby for f in fleets], dtype=np.int64)
+    rows = np.arange(len(fleets))
+    crossing = exceed > switch_threshold
+    first = crossing.argmax(axis=1)  # the first step over the threshold, 0 where none is
+    # The largest active set planned from the crossing on: suffix maxima, read at the crossing.
+    target = np.maximum.accumulate(active_plan[:, ::-1], axis=1)[:, ::-1][rows, first]
+    moved = target if mode is SwitchoverMode.TIERED else target - now
+    switch = crossing[rows, first] & (moved > 0)
+    back_to_standby = ~switch & (standby > 0) & (revert_capacity <= standby)
+    shrink = ~switch & (standby == 0) & (now > revert_capacity)
+
+    decisions: list[tuple[SwitchoverDecision, ...]] = [()] * len(fleets)
+    steps, moved_units, at_crossing = np.maximum(first - warm_lead, 0).tolist(), moved.tolist(), \
+        exceed[rows, first].tolist()
+    for c in np.flatnonzero(switch).tolist():
+        decisions[c] = (SwitchoverDecision(cluster_ids[c], steps[c], mode, moved_units[c], at_crossing[c]),)
+    peak, back = exceed.max(axis=1).tolist(), np.where(back_to_standby, standby, now - revert_capacity).tolist()
+    for c in np.flatnonzero(back_to_standby | shrink).tolist():
+        decisions[c] = (SwitchoverDecision(cluster_ids[c], 0, SwitchoverMode.REVERT, back[c], peak[c]),)
+    return decisions
 
 
 def plan(
@@ -252,32 +307,32 @@ def plan(
     switch_threshold = config.switch_threshold if config.switch_threshold is not None else 1 - active_level
     revert_threshold = config.revert_threshold if config.revert_threshold is not None else switch_threshold / 2
 
-    demand = forecast.samples / spec.capacity_per_unit
-    sizing = size_pools(demand, active_level, pool_level, cold_lead, min_active, leads.active)
+    paths = steps_major(forecast.samples, spec.capacity_per_unit)
+    fleets = [fleet.of(c) for c in forecast.cluster_ids]
+    exceed = exceed_probability(paths, np.array([f.active for f in fleets], dtype=float))
+    # The smallest active set whose chance of being outgrown before an activation lands is below the
+    # revert threshold: going back to it is safe.
+    near = paths[:, : warm_lead + 1].max(axis=1)  # [clusters, samples]
+    revert_to = np.maximum(units(empirical_quantile(near, 1 - revert_threshold, axis=1)), min_active)
+    sizing = sizing_of_sorted(*sorted_windows(paths, leads.active, cold_lead), active_level, pool_level, min_active)
     total = sizing.total
     if config.region_resilient:
         total = np.maximum(region_resilient_total(total, len(spec.regions)), sizing.active)
     shadow = total - sizing.active
-    current = np.array([fleet.of(c).active for c in forecast.cluster_ids], dtype=float)
-    exceed = exceed_probability(demand, current)
-    # The smallest active set whose chance of being outgrown before an activation lands is below the
-    # revert threshold: going back to it is safe.
-    near = window_max(demand[:, :, : warm_lead + 1], warm_lead)[:, :, 0]
-    revert_to = np.maximum(units(empirical_quantile(near, 1 - revert_threshold, axis=1)), min_active)
 
-    clusters = {}
-    for c, cluster in enumerate(forecast.cluster_ids):
-        decisions = switchover_decisions(
-            cluster, fleet.of(cluster), sizing.active[c], exceed[c], int(revert_to[c]),
-            switch_threshold=switch_threshold, warm_lead=warm_lead, mode=config.mode)
-        clusters[cluster] = ClusterPlan(
-            cluster, tuple(int(u) for u in sizing.active[c]), tuple(int(u) for u in shadow[c]),
-            float(active_level), float(pool_level), tuple(float(p) for p in exceed[c]), decisions)
+    decisions = switchover_decisions(forecast.cluster_ids, fleets, sizing.active, exceed, revert_to,
+                                     switch_threshold=switch_threshold, warm_lead=warm_lead, mode=config.mode)
+    # `tolist` gives Python ints and floats for a whole array at once, not one element at a time.
+    clusters = {
+        cluster: ClusterPlan(cluster, tuple(a), tuple(s), float(active_level), float(pool_level), tuple(p), d)
+        for cluster, a, s, p, d in zip(forecast.cluster_ids, sizing.active.tolist(), shadow.tolist(),
+                                       exceed.tolist(), decisions, strict=True)
+    }
 
     shared: tuple[int, ...] = ()
     first_pool = int(shadow[:, 0].sum())
     if config.shared_pool:
-        joint = shared_shadow_units(sizing, demand, pool_level, cold_lead)
+        joint = shared_shadow_units(sizing, forecast.samples / spec.capacity_per_unit, pool_level, cold_lead)
         if config.region_resilient:
             active_sum = sizing.active.sum(axis=0)
             joint = np.minimum(region_resilient_total(active_sum + joint, len(spec.regions)) - active_sum,
