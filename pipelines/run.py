@@ -171,8 +171,10 @@ def actionable(plan: Plan, fleet: FleetState) -> Plan:
 
 class ControlLoop:
     def __init__(self, config: RunConfig, runtime: Runtime, services: Services, source: DemandSource, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 monitor: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.config, self.runtime, self.services, self.source, self.clock = config, runtime, services, source, clock
+        self.monitor = monitor  # allocator.health.HealthMonitor running beside the loop, if any
+        self._monitor_seen = 0
         self.metrics = LoopMetrics(services.metrics)
         self.status = LoopStatus()
         self.plan: ActivePlan | None = None
@@ -204,6 +206,7 @@ class ControlLoop:
             self.plan = fresh
             self.services.extras["plan"] = fresh.current  # GET /v1/plan/current answers what the loop acts on
         steps = self._reconcile(stop) if self.plan is not None else ()
+        self._observe_health()
         self._observe_fleet()
         if self.plan is None:
             outcome = "idle"
@@ -400,6 +403,17 @@ class ControlLoop:
             at = min(step, len(cluster.active_units) - 1)
             self.metrics.desired_units.labels(cluster_id, "active").set(cluster.active_units[at])
             self.metrics.desired_units.labels(cluster_id, "shadow").set(cluster.shadow_units[at])
+
+    def _observe_health(self) -> None:
+        """Count and list what the health monitor did since the last pass."""
+        if self.monitor is None:
+            return
+        actions = self.monitor.actions[self._monitor_seen:]
+        self._monitor_seen += len(actions)
+        for action in actions:
+            self.metrics.health_actions.labels(action.action).inc()
+            subject = f"{action.resource_id} -> {action.replacement_id}" if action.replacement_id else action.resource_id
+            self._record(StepRecord(action.at, f"health:{action.action}", "", subject, action.detail))
 
     def _observe_fleet(self) -> None:
         try:

@@ -117,6 +117,14 @@ class ReplaySettings(Strict):
     steps: int = Field(48, ge=1)
 
 
+class HealthSettings(Strict):
+    """The Resource Health Monitor (`allocator.health`) beside the loop: it probes every unit and
+    replaces a dead shadow or fails a dead active over to a shadow, between passes as well."""
+
+    interval_s: float = Field(2.0, gt=0)
+    failure_threshold: int = Field(2, ge=1)  # consecutive failed probes before a unit counts as failed
+
+
 class RunConfig(Strict):
     interval_s: float = Field(2.0, gt=0)  # one iteration (pull, forecast, plan, reconcile) per interval
     max_steps_per_interval: int = Field(20, ge=1)  # reconcile steps per iteration; the rest waits for the next
@@ -128,6 +136,7 @@ class RunConfig(Strict):
     forecast: ForecastSettings = ForecastSettings()
     plan: RunPlanSettings = RunPlanSettings()
     runtime: RunRuntimeSettings = RunRuntimeSettings()
+    health: HealthSettings | None = None  # null: no monitor (a dead active stays in its route)
     api: ApiSettings = ApiSettings()
 
     @field_validator("replay")

@@ -50,6 +50,8 @@ class LoopMetrics:
         # The same counter the switchover routes count into: manual and loop switchovers side by side.
         self.switchovers = counter("switchovers_total", "Switchover requests by kind and outcome.",
                                    ["kind", "outcome"])
+        self.health_actions = counter("health_actions_total", "What the health monitor did about failed units "
+                                      "(replaced-shadow, failed-over, released-standby, error).", ["action"])
         self.alerts = gauge("alert", "1 while an alert condition holds.", ["alert"])
         self.leader = gauge("controller_leader", "1 while this process holds the store's control-loop lock.")
         for name in Alert.ALL:

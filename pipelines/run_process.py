@@ -8,6 +8,9 @@ driver kills processes its inventory does not know). The lock is a resource lock
 (`flock` next to a SQLite file, a session advisory lock on PostgreSQL), so it dies with its holder
 and a SIGKILLed loop never blocks the next one.
 
+With a `health:` section the Resource Health Monitor probes every unit from its own thread, so a
+dead active is failed over between passes too; the loop reports what it did.
+
 Shutdown (SIGTERM or SIGINT): the loop finishes the reconcile step in flight, the API stops, then
 every unit is released and HAProxy stopped, unless `runtime.keep_workers_on_exit` leaves them
 serving for the next run to adopt.
@@ -160,16 +163,21 @@ def run(config: RunConfig) -> None:
         app = create_app(serve_settings(config), runtime=runtime, metrics=ServeMetrics(), follow_model=False,
                          routers=[run_api])
         services = app.state.services
-        loop = ControlLoop(config, runtime, services, source_for(config))
+        monitor = _monitor(config, runtime)
+        loop = ControlLoop(config, runtime, services, source_for(config), monitor=monitor)
         services.extras[run_api.LOOP] = loop
         loop.metrics.leader.set(1)
         server, thread = start_api(app, config.api)
+        if monitor is not None:
+            monitor.start()
         log.info("control loop acting on %s through the %s driver (routes %s); API on http://%s:%d",
                  _redacted(config.store_url()), config.runtime.driver, ", ".join(config.runtime.routes),
                  config.api.host, config.api.port)
         try:
             loop.run(stop)
         finally:
+            if monitor is not None:
+                monitor.stop()  # before the units are released: it would "replace" them otherwise
             server.should_exit = True
             thread.join(timeout=15)
         log.info("stopped after iteration %d", loop.status.iteration)
@@ -181,6 +189,18 @@ def run(config: RunConfig) -> None:
         finally:
             lease.release()
             runtime.store.close()
+
+
+def _monitor(config: RunConfig, runtime: Runtime) -> Any:
+    if config.health is None:
+        return None
+    from allocator.health import HealthMonitor
+    from pipelines.api.planning import allocator_inputs
+    from pipelines.api.schemas import PlanRequest
+
+    _, spec, _ = allocator_inputs(PlanRequest(), config.plan)  # replacements are units of the plan's pool
+    return HealthMonitor(runtime.controller, spec, interval_s=config.health.interval_s,
+                         failure_threshold=config.health.failure_threshold)
 
 
 def _on_signals(stop: threading.Event) -> dict[int, Any]:

@@ -161,3 +161,28 @@ def test_kept_workers_serve_after_exit_and_the_next_run_adopts_them(demand, ramp
         first.kill()
         if second is not None:
             second.kill()
+
+
+def test_the_health_monitor_fails_a_killed_active_worker_over(demand, ramp_model, tmp_path, runtime_dir):
+    import os
+    import signal
+
+    _, prometheus = demand
+    prometheus.wait_for_samples(5)
+    loop = local_loop(demand, ramp_model, tmp_path, health={"interval_s": 0.5, "failure_threshold": 2})
+    try:
+        loop.wait_for(route_opened, "the route opened on a worker", timeout_s=90)
+        active = next(s["subject"] for s in loop.status()["steps"] if s["action"] == "open-route")
+        pid = json.loads((runtime_dir / "inventory.json").read_text())["resources"][active]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        failover = loop.wait_for(lambda s: [r for r in s["switchovers"] if r["kind"] == "failover" and
+                                            r["phase"] == "committed"], "a committed failover", timeout_s=30)[0]
+        assert failover["source_id"] == active
+        served = httpx.post(f"{route_url(runtime_dir)}/s/after/incr", timeout=5)
+        assert served.status_code == 200 and served.json()["served_by"] == failover["target_id"]
+        loop.wait_for(lambda s: any(st["action"] == "health:failed-over" for st in s["steps"]), "the failover reported")
+        assert loop.metric("shadowcast_health_actions_total", action="failed-over") == 1
+        assert loop.terminate() == 0, loop.log()
+        assert live_workers(runtime_dir) == []
+    finally:
+        loop.kill()

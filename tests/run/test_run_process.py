@@ -162,3 +162,38 @@ def test_sigterm_stops_the_loop_and_releases_every_unit(loop):
         store.close()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{loop.url}/healthz", timeout=1)
+
+
+def test_run_with_no_config_starts_the_demo_and_stops_on_sigint(tmp_path):
+    """The README's one command: embedded defaults, no model registered yet (a fresh tracking store),
+    so the seasonal bootstrap plans for the twelve synthetic clusters on the simulated driver."""
+    import os
+    import signal
+
+    port = free_port()
+    env = {**loop_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    process = subprocess.Popen(command("--port", str(port)), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/v1/run", timeout=2).json()
+                if status["plan_id"] and sum(s["action"] == "open-route" for s in status["steps"]) == 12:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        assert status and status["forecaster"] == "fallback:seasonal-bootstrap", (status, process.poll())
+        assert "not found" in status["model_error"]  # no shadowcast-dpe in this tracking store
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert 'shadowcast_alert{alert="model_fallback"} 1.0' in metrics
+        assert (tmp_path / "runs" / "run" / "shadowcast-runtime.db").exists()  # runtime.runtime_dir default
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert process.returncode == 0, output
+    assert "SIGINT: stopping after the current step" in output
