@@ -26,7 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from allocator.types import FleetState, Plan, SwitchoverMode
 from forecasting.data import Panel
@@ -36,6 +36,10 @@ from pipelines.api.planning import CurrentPlan
 from pipelines.api.runtime import Runtime
 from pipelines.run_config import RunConfig
 from pipelines.run_metrics import Alert, LoopMetrics
+from pipelines.settings import DataConfig
+
+if TYPE_CHECKING:
+    from allocator.health import HealthMonitor
 
 log = logging.getLogger("shadowcast.run")
 RECENT_STEPS = 200  # reconcile steps kept for GET /v1/run
@@ -50,7 +54,7 @@ class ConfiguredSource:
     """The job config's `data:` section, read again on every pull (a file may have grown; a
     Prometheus range query ends at the current time)."""
 
-    def __init__(self, config: Any) -> None:  # pipelines.settings.DataConfig
+    def __init__(self, config: DataConfig) -> None:
         self.config = config
 
     def pull(self) -> Panel:
@@ -171,9 +175,9 @@ def actionable(plan: Plan, fleet: FleetState) -> Plan:
 
 class ControlLoop:
     def __init__(self, config: RunConfig, runtime: Runtime, services: Services, source: DemandSource, *,
-                 monitor: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 monitor: HealthMonitor | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config, self.runtime, self.services, self.source, self.clock = config, runtime, services, source, clock
-        self.monitor = monitor  # allocator.health.HealthMonitor running beside the loop, if any
+        self.monitor = monitor  # running beside the loop in its own thread, if configured
         self._monitor_seen = 0
         self.metrics = LoopMetrics(services.metrics)
         self.status = LoopStatus()

@@ -20,9 +20,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Forecast, plan and reconcile every interval, acting through the switchover controller;
         serves the API (and /metrics, /v1/run) from the same process. Stops on SIGTERM or Ctrl-C."""
+        from allocator.drivers.base import DriverError  # e.g. haproxy missing for the local driver
         from pipelines.errors import user_errors
 
-        with user_errors():
+        with user_errors(extra=(DriverError,)):
             from pipelines.run_config import RunConfig
             from pipelines.settings import load_config, parse_config
 
