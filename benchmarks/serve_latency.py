@@ -47,13 +47,13 @@ def build_model(panel, folder: Path) -> Path:
 
     from forecasting.model import DeepARNetwork, NetworkConfig
     from forecasting.predictor import DeepARPredictor, ModelMetadata
-    from forecasting.seasonality import lags_for, num_time_features
+    from forecasting.seasonality import lags_for, time_feature_names
     from forecasting.windows import CovariateScaler
 
     torch.manual_seed(0)
     config = NetworkConfig(freq=panel.freq, lags=tuple(lags_for(panel.freq)), context_length=96,
                            prediction_length=HORIZON, num_clusters=len(panel.cluster_ids),
-                           num_time_features=num_time_features(panel.freq), num_known=len(panel.known_covariates),
+                           time_features=time_feature_names(panel.freq), num_known=len(panel.known_covariates),
                            num_past=len(panel.past_covariates), hidden_size=40, num_layers=2)
     metadata = ModelMetadata(config, {c: i for i, c in enumerate(panel.cluster_ids)},
                              CovariateScaler.fit(panel, panel.known_covariates),

@@ -22,7 +22,7 @@ from forecasting.data import Panel
 from forecasting.forecast import Forecast
 from forecasting.model import NetworkConfig
 from forecasting.predictor import DeepARPredictor, ModelMetadata
-from forecasting.seasonality import lags_for, num_time_features
+from forecasting.seasonality import lags_for, time_feature_names
 from forecasting.windows import CovariateScaler, WindowShape, build_tensors
 
 
@@ -55,13 +55,15 @@ class DeepARConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        positive = ("prediction_length", "hidden_size", "num_layers", "embedding_dim", "batch_size",
+        positive = ("prediction_length", "hidden_size", "num_layers", "batch_size",
                     "batches_per_epoch", "max_epochs")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.context_length is not None and self.context_length < 1:
             raise ValueError(f"context_length must be >= 1, got {self.context_length}")
+        if self.embedding_dim < 0:
+            raise ValueError(f"embedding_dim must be >= 0 (0: no cluster embedding), got {self.embedding_dim}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.lr <= 0:
@@ -81,6 +83,12 @@ class FitSummary:
     @property
     def samples_per_second(self) -> float:
         return 0.0 if self.train_seconds == 0 else self.steps / self.train_seconds
+
+
+def _history_span(panel: Panel):
+    """The longest cluster history: which calendar cycles the training data covers."""
+    times = panel.history().groupby("cluster_id", sort=False)["timestamp"]
+    return (times.max() - times.min()).max()
 
 
 def available_cpus() -> int:
@@ -105,7 +113,7 @@ class DeepARForecaster:
             context_length=cfg.context_length or cfg.prediction_length,
             prediction_length=cfg.prediction_length,
             num_clusters=len(panel.cluster_ids),
-            num_time_features=num_time_features(panel.freq),
+            time_features=time_feature_names(panel.freq, _history_span(panel)),
             num_known=len(panel.known_covariates),
             num_past=len(panel.past_covariates),
             embedding_dim=cfg.embedding_dim,
@@ -132,7 +140,8 @@ class DeepARForecaster:
             past=CovariateScaler.fit(panel, panel.past_covariates),
         )
         tensors = build_tensors(panel, known=metadata.known, past=metadata.past,
-                                cluster_vocab=metadata.cluster_vocab, left_pad=shape.span)
+                                cluster_vocab=metadata.cluster_vocab, time_feature_names=network_config.time_features,
+                                left_pad=shape.span)
         data = WindowDataModule(tensors, shape, cfg.batch_size, cfg.batches_per_epoch, cfg.seed, cfg.validate)
         monitor = "val_loss" if cfg.validate else "train_loss"
         module = DeepARLightningModule(network_config, lr=cfg.lr, weight_decay=cfg.weight_decay,

@@ -28,7 +28,7 @@ class NetworkConfig:
     context_length: int
     prediction_length: int
     num_clusters: int
-    num_time_features: int
+    time_features: tuple[str, ...]
     num_known: int = 0
     num_past: int = 0
     embedding_dim: int = 8
@@ -39,6 +39,17 @@ class NetworkConfig:
     minimum_scale: float = 1e-3
 
     @property
+    def num_time_features(self) -> int:
+        return len(self.time_features)
+
+    @property
+    def input_size(self) -> int:
+        """Inputs per step: lags, calendar, known and past covariates, the past-available flag,
+        the cluster embedding and the log scale."""
+        return (len(self.lags) + self.num_time_features + self.num_known + self.num_past + 1
+                + self.embedding_dim + 1)
+
+    @property
     def shape(self) -> WindowShape:
         return WindowShape(max(self.lags), self.context_length, self.prediction_length)
 
@@ -47,7 +58,7 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> NetworkConfig:
-        return cls(**{**values, "lags": tuple(values["lags"])})
+        return cls(**{**values, "lags": tuple(values["lags"]), "time_features": tuple(values["time_features"])})
 
 
 class DeepARNetwork(nn.Module):
@@ -56,9 +67,7 @@ class DeepARNetwork(nn.Module):
         self.config = config
         # One extra embedding row for clusters not seen in training.
         self.embedding = nn.Embedding(config.num_clusters + 1, config.embedding_dim)
-        num_inputs = (len(config.lags) + config.num_time_features + config.num_known + config.num_past
-                      + 1 + config.embedding_dim + 1)
-        self.rnn = nn.LSTM(num_inputs, config.hidden_size, config.num_layers, batch_first=True,
+        self.rnn = nn.LSTM(config.input_size, config.hidden_size, config.num_layers, batch_first=True,
                            dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.head = make_head(config.distribution, config.hidden_size)
         self.register_buffer("lags", torch.tensor(config.lags), persistent=False)

@@ -87,7 +87,8 @@ class DeepARPredictor:
         meta = self.metadata
         shape = WindowShape(max(meta.network.lags), meta.network.context_length, horizon)
         tensors = build_tensors(panel, known=meta.known, past=meta.past, cluster_vocab=meta.cluster_vocab,
-                                left_pad=shape.span, future_steps=horizon)
+                                time_feature_names=meta.network.time_features, left_pad=shape.span,
+                                future_steps=horizon)
         batch = last_windows(tensors, shape, future=True)
         network = self.network.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)

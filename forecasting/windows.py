@@ -63,6 +63,7 @@ def build_tensors(
     known: CovariateScaler,
     past: CovariateScaler,
     cluster_vocab: dict[str, int],
+    time_feature_names: tuple[str, ...],
     left_pad: int,
     future_steps: int = 0,
 ) -> PanelTensors:
@@ -104,7 +105,7 @@ def build_tensors(
         observed=torch.from_numpy(observed),
         known=torch.from_numpy(covariate_block(known, only_history=False)),
         past=torch.from_numpy(covariate_block(past, only_history=True)),
-        time_feat=torch.from_numpy(time_features(grid, panel.freq)),
+        time_feat=torch.from_numpy(time_features(grid, time_feature_names)),
         first=torch.tensor([(first_ts[c] - grid_start) // step for c in ids], dtype=torch.long),
         end=torch.tensor([(ends_ts[c] - grid_start) // step + 1 for c in ids], dtype=torch.long),
         cluster_index=torch.tensor([cluster_vocab.get(c, len(cluster_vocab)) for c in ids], dtype=torch.long),

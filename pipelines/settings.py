@@ -67,7 +67,7 @@ class ModelConfig(Strict):
     hidden_size: int = Field(40, ge=1)
     num_layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    embedding_dim: int = Field(8, ge=1)
+    embedding_dim: int = Field(8, ge=0)  # 0: no per-cluster embedding
     distribution: Literal["student_t", "negative_binomial"] = "student_t"
 
     @field_validator("lags")

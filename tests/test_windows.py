@@ -22,7 +22,7 @@ def panel_of(lengths: list[int]):
 def tensors_for(panel, shape, future_steps=0):
     scaler = CovariateScaler.fit(panel, ("cpu",))
     return build_tensors(panel, known=CovariateScaler((), (), ()), past=scaler,
-                         cluster_vocab={c: i for i, c in enumerate(panel.cluster_ids)},
+                         cluster_vocab={c: i for i, c in enumerate(panel.cluster_ids)}, time_feature_names=("hour_of_day",),
                          left_pad=shape.span, future_steps=future_steps)
 
 

@@ -18,7 +18,7 @@ import torch
 from forecasting.data import Panel
 from forecasting.model import DeepARNetwork, NetworkConfig
 from forecasting.predictor import DeepARPredictor, ModelMetadata
-from forecasting.seasonality import num_time_features
+from forecasting.seasonality import time_feature_names
 from forecasting.synthetic import SyntheticSpec, generate_panel
 from forecasting.windows import CovariateScaler
 from pipelines.api.settings import ServeSettings
@@ -34,7 +34,7 @@ def untrained_predictor(panel: Panel, seed: int = 0, hidden_size: int = 8, conte
     sampling and (de)serialisation are the real ones, and a different seed is a different model."""
     torch.manual_seed(seed)
     config = NetworkConfig(freq=panel.freq, lags=lags, context_length=context_length, prediction_length=HORIZON,
-                           num_clusters=len(panel.cluster_ids), num_time_features=num_time_features(panel.freq),
+                           num_clusters=len(panel.cluster_ids), time_features=time_feature_names(panel.freq),
                            num_known=len(panel.known_covariates), num_past=len(panel.past_covariates),
                            hidden_size=hidden_size, num_layers=1)
     metadata = ModelMetadata(config, {c: i for i, c in enumerate(panel.cluster_ids)},
