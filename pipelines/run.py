@@ -174,6 +174,9 @@ def actionable(plan: Plan, fleet: FleetState) -> Plan:
 
 
 class ControlLoop:
+    """Passes over one runtime, sharing the serving app's model holder, forecast cache and metrics
+    (`services`): what the loop loads, forecasts and plans is what the API shows."""
+
     def __init__(self, config: RunConfig, runtime: Runtime, services: Services, source: DemandSource, *,
                  monitor: HealthMonitor | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config, self.runtime, self.services, self.source, self.clock = config, runtime, services, source, clock
