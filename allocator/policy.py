@@ -37,6 +37,7 @@ from forecasting.forecast import Forecast
 
 MAX_LEVEL = 1 - 1e-12  # levels are kept inside (0, MAX_LEVEL]; the tail beyond means nothing
 _TOLERANCE = 1e-9  # a forecast of 3.0000000001 units is 3 units, not 4
+_BLOCK_BYTES = 2**21  # `plan` takes clusters in blocks of about this many bytes of sample paths
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def steps_major(samples: np.ndarray, scale: float) -> np.ndarray:
 def sorted_windows(paths: np.ndarray, active_lead: int, cold_lead: int) -> tuple[np.ndarray, np.ndarray]:
     """`[clusters, horizon, samples]` sorted over paths: the largest demand over [h, h + active_lead]
     and over [h, h + cold_lead]. Consumes `paths` (steps-major, C-ordered): with no active lead it is
-    sorted in place and returned, sparing a copy of the largest array the policy handles."""
+    sorted in place and returned, sparing a copy."""
     reach = window_max(paths, cold_lead, axis=1)
     point = window_max(paths, active_lead, axis=1) if active_lead else paths
     point.sort(axis=-1)
@@ -293,6 +294,22 @@ def switchover_decisions(
     return decisions
 
 
+def path_figures(
+    samples: np.ndarray, scale: float, current: np.ndarray, active_level: float, pool_level: float,
+    revert_level: float, active_lead: int, cold_lead: int, warm_lead: int, min_active: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What `plan` reads off the paths of some clusters (`[clusters, samples, horizon]`, demand units):
+    active and total units and the pool excess (`PoolSizing`), P(demand > `current` active units) per
+    step, and the smallest active set the fleet may revert to (its chance of being outgrown before an
+    activation lands is below 1 - `revert_level`: going back to it is safe)."""
+    paths = steps_major(samples, scale)
+    exceed = exceed_probability(paths, current)
+    near = paths[:, : warm_lead + 1].max(axis=1)  # [clusters, samples]
+    revert_to = np.maximum(units(empirical_quantile(near, revert_level, axis=1)), min_active)
+    sizing = sizing_of_sorted(*sorted_windows(paths, active_lead, cold_lead), active_level, pool_level, min_active)
+    return sizing.active, sizing.total, sizing.pool_excess, exceed, revert_to
+
+
 def plan(
     forecast: Forecast, fleet: FleetState, costs: CostModel, spec: PoolSpec, config: PolicyConfig = PolicyConfig(),
     *, min_active: int = 1,
@@ -307,15 +324,17 @@ def plan(
     switch_threshold = config.switch_threshold if config.switch_threshold is not None else 1 - active_level
     revert_threshold = config.revert_threshold if config.revert_threshold is not None else switch_threshold / 2
 
-    paths = steps_major(forecast.samples, spec.capacity_per_unit)
     fleets = [fleet.of(c) for c in forecast.cluster_ids]
-    exceed = exceed_probability(paths, np.array([f.active for f in fleets], dtype=float))
-    # The smallest active set whose chance of being outgrown before an activation lands is below the
-    # revert threshold: going back to it is safe.
-    near = paths[:, : warm_lead + 1].max(axis=1)  # [clusters, samples]
-    revert_to = np.maximum(units(empirical_quantile(near, 1 - revert_threshold, axis=1)), min_active)
-    sizing = sizing_of_sorted(*sorted_windows(paths, leads.active, cold_lead), active_level, pool_level, min_active)
-    total = sizing.total
+    current = np.array([f.active for f in fleets], dtype=float)
+    samples = forecast.samples
+    # Clusters are independent until a shared pool adds them up: in blocks of about 2 MiB of paths, each
+    # block's passes (transpose, windows, sorts) run in cache, not through main memory.
+    block = max(1, _BLOCK_BYTES // (samples.shape[1] * samples.shape[2] * samples.itemsize))
+    figures = [path_figures(samples[i:i + block], spec.capacity_per_unit, current[i:i + block], active_level,
+                            pool_level, 1 - revert_threshold, leads.active, cold_lead, warm_lead, min_active)
+               for i in range(0, max(len(samples), 1), block)]
+    active, total, pool_excess, exceed, revert_to = (np.concatenate(part) for part in zip(*figures, strict=True))
+    sizing = PoolSizing(active, total, pool_excess)
     if config.region_resilient:
         total = np.maximum(region_resilient_total(total, len(spec.regions)), sizing.active)
     shadow = total - sizing.active

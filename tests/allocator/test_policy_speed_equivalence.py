@@ -3,7 +3,7 @@
 `policy_expected.npz` holds the plans of the straightforward implementation (full sorts per level,
 a shift loop for window maxima; commit 775c2ab) on the seeded forecasts below, which reach every
 branch: ties (integer demand), levels in the normal tail, leads longer than the horizon, one path,
-shared and region-resilient pools, tiered switchovers and reverts. Rewrite it only for a change
+shared and region-resilient pools, tiered switchovers and reverts, clusters in several blocks. Rewrite it only for a change
 meant to change plans: `.venv/bin/python -m tests.allocator.test_policy_speed_equivalence`.
 """
 
@@ -24,7 +24,8 @@ EXPECTED = Path(__file__).with_name("policy_expected.npz")
 
 def case(name: str) -> Plan:
     rng = np.random.default_rng(sum(map(ord, name)))
-    clusters, samples, horizon = 24, 60, 30
+    # "blocks": more paths per cluster than `plan` takes in one block (uneven blocks, a pool across them)
+    clusters, samples, horizon = (20, 400, 100) if name == "blocks" else (24, 60, 30)
     freq, spec, costs, config = "h", PoolSpec(capacity_per_unit=50, cold_provision_s=7200), CostModel(), PolicyConfig()
     if name == "integer-ties":  # many equal values: which of them a sort or a partition picks must not matter
         clusters, samples = 12, 40
@@ -43,6 +44,8 @@ def case(name: str) -> Plan:
         demand = demand[:, :, :horizon]
     elif name == "one-path":
         demand = demand[:, :1]
+    elif name == "blocks":
+        config = PolicyConfig(shared_pool=True)
     elif name == "shared-resilient-tiered":
         spec = PoolSpec(capacity_per_unit=30, cold_provision_s=10800, regions=("a", "b", "c"))
         config = PolicyConfig(shared_pool=True, region_resilient=True, mode=SwitchoverMode.TIERED)
@@ -53,7 +56,7 @@ def case(name: str) -> Plan:
 
 
 CASES = ("lognormal", "integer-ties", "tail-levels", "minute-leads", "lead-past-horizon", "one-path",
-         "shared-resilient-tiered")
+         "shared-resilient-tiered", "blocks")
 
 
 def arrays(result: Plan) -> dict[str, np.ndarray]:
