@@ -366,7 +366,8 @@ class Controller:
         for decision in cluster.switchovers:
             if decision.step > step:
                 continue  # not due yet
-            switchover_id = f"{plan_id}/{cluster_id}/{decision.mode}/{decision.step}"
+            # ":" not "/": ids travel in URL paths (GET /v1/switchovers/{id}).
+            switchover_id = f"{plan_id}:{cluster_id}:{decision.mode}:{decision.step}"
             if self._known(switchover_id):
                 continue
             if decision.mode is SwitchoverMode.TIERED and warm:
