@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,16 @@ class ModelMetadata:
 
 
 class DeepARPredictor:
-    """Forecasts a panel with a trained `DeepARNetwork`."""
+    """Forecasts a panel with one trained `DeepARNetwork` or an ensemble of them.
 
-    def __init__(self, network: DeepARNetwork, metadata: ModelMetadata) -> None:
-        self.network = network.eval()
+    An ensemble's members share the network shape and metadata and differ by training seed; each
+    member draws its share of the sample paths, so the forecast is their equal-weight mixture."""
+
+    def __init__(self, networks: DeepARNetwork | Sequence[DeepARNetwork], metadata: ModelMetadata) -> None:
+        members = [networks] if isinstance(networks, DeepARNetwork) else list(networks)
+        if not members:
+            raise ValueError("a predictor needs at least one network")
+        self.members = [network.eval() for network in members]
         self.metadata = metadata
 
     @property
@@ -90,14 +97,16 @@ class DeepARPredictor:
                                 time_feature_names=meta.network.time_features, left_pad=shape.span,
                                 future_steps=horizon)
         batch = last_windows(tensors, shape, future=True)
-        network = self.network.to(device)
+        members = [network.to(device) for network in self.members]
+        shares = [num_samples // len(members) + (m < num_samples % len(members)) for m in range(len(members))]
         generator = torch.Generator(device=device).manual_seed(seed)
         per_chunk = max(1, max_paths_per_batch // num_samples)
         chunks = []
         with torch.inference_mode():
             for lo in range(0, tensors.num_clusters, per_chunk):
                 part = {k: v[lo:lo + per_chunk].to(device) for k, v in batch.items()}
-                chunks.append(network.sample(part, num_samples, generator).cpu())
+                draws = [network.sample(part, n, generator) for network, n in zip(members, shares, strict=True) if n]
+                chunks.append(torch.cat(draws, dim=1).cpu())
         samples = torch.cat(chunks).numpy().astype(np.float64)
         if not panel.allow_negative:
             samples = np.clip(samples, 0.0, None)  # demand cannot be negative; the Student-t can be
@@ -111,7 +120,7 @@ class DeepARPredictor:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             (staging / MODEL_FILE).write_text(json.dumps(self.metadata.to_dict(), indent=2))
-            torch.save(self.network.state_dict(), staging / WEIGHTS_FILE)
+            torch.save({"members": [network.state_dict() for network in self.members]}, staging / WEIGHTS_FILE)
             if path.exists():
                 shutil.rmtree(path)
             staging.rename(path)
@@ -126,9 +135,13 @@ class DeepARPredictor:
         if not (path / MODEL_FILE).exists():
             raise FileNotFoundError(f"{path}: not a shadowcast model folder (no {MODEL_FILE})")
         metadata = ModelMetadata.from_dict(json.loads((path / MODEL_FILE).read_text()))
-        network = DeepARNetwork(metadata.network)
-        network.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        return cls(network, metadata)
+        weights = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        members = []
+        for state in weights["members"]:
+            network = DeepARNetwork(metadata.network)
+            network.load_state_dict(state)
+            members.append(network)
+        return cls(members, metadata)
 
 
 def load_predictor(location: str | Path) -> DeepARPredictor:

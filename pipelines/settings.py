@@ -69,6 +69,7 @@ class ModelConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     embedding_dim: int = Field(8, ge=0)  # 0: no per-cluster embedding
     distribution: Literal["student_t", "negative_binomial"] = "student_t"
+    ensemble_size: int = Field(1, ge=1, le=32)  # members mixed equally; see forecasting/estimator.py
 
     @field_validator("lags")
     @classmethod

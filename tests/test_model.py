@@ -2,6 +2,7 @@
 and save/load round trips."""
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 
@@ -116,3 +117,18 @@ def test_config_values_are_checked():
         DeepARConfig(hidden_size=0)
     with pytest.raises(ValueError, match="dropout"):
         DeepARConfig(dropout=1.0)
+
+
+def test_an_ensemble_mixes_its_members_paths_and_round_trips(seasonal_panel, tmp_path):
+    history = seasonal_panel.cut(12)
+    ensemble = DeepARForecaster(DeepARConfig(**{**TINY, "ensemble_size": 2})).fit(history)
+    members = ensemble.predictor.members
+    assert len(members) == 2
+    assert not all(torch.equal(a, b) for a, b in zip(members[0].state_dict().values(),
+                                                      members[1].state_dict().values(), strict=True))
+    mixed = ensemble.predict(history, 12, 10, seed=4).samples
+    # The first member draws the first half of the paths from the same generator state.
+    alone = DeepARPredictor(members[0], ensemble.predictor.metadata).predict(history, 12, 5, seed=4).samples
+    np.testing.assert_array_equal(mixed[:, :5], alone)
+    loaded = DeepARPredictor.load(ensemble.predictor.save(tmp_path / "ensemble"))
+    np.testing.assert_array_equal(loaded.predict(history, 12, 10, seed=4).samples, mixed)
