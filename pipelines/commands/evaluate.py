@@ -78,6 +78,10 @@ def register(app: typer.Typer) -> None:
                 overrides["fan_chart_clusters"] = fan_chart_clusters
             settings = (load_config(config, EvaluateConfig, overrides) if config
                         else parse_config(overrides, EvaluateConfig, source="command line"))
+            if config and model and load_config(config, EvaluateConfig).model.family != model:
+                # The file's model options belong to the file's family; another family gets only -o ones.
+                settings = settings.model_copy(update={"model": settings.model.model_copy(
+                    update={"options": model_part["options"]})})
             result = run_evaluation(settings, run_name=run_name, progress=typer.echo)
         typer.echo(f"{settings.model.family} on {result.dataset}: {len(result.backtest.windows)} window(s) × "
                    f"{result.horizon} steps, {int(result.metrics['num_items'])} cluster-windows")
