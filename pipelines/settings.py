@@ -88,6 +88,9 @@ class TrainerConfig(Strict):
     gradient_clip: float = Field(10.0, gt=0)
     patience: int = Field(5, ge=0)
     lr_patience: int = Field(10, ge=0)
+    # Hold out each series' last `horizon` steps for early stopping and validation scores; false
+    # trains on every step (then there are no validation scores, and patience watches train loss).
+    validation: bool = True
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = "auto"

@@ -36,7 +36,9 @@ class TrainResult:
 def deepar_config(config: TrainConfig, checkpoint_dir: Path | None = None) -> DeepARConfig:
     model = config.model.model_dump()
     model["lags"] = tuple(model["lags"]) if model["lags"] else None
-    return DeepARConfig(prediction_length=config.horizon, **model, **config.trainer.model_dump(),
+    trainer = config.trainer.model_dump()
+    trainer["validate"] = trainer.pop("validation")
+    return DeepARConfig(prediction_length=config.horizon, **model, **trainer,
                         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
 
 
@@ -81,8 +83,11 @@ def train(config: TrainConfig, panel: Panel, *, run_name: str = "train",
         history = panel.cut(config.horizon)
         actuals = panel.actuals(config.horizon)
         forecast = forecaster.predict(history, config.horizon, config.num_samples, seed=config.trainer.seed)
-        metrics = validation_scores(forecast, actuals)
-        mlflow.log_metrics(metrics)
+        metrics = validation_scores(forecast, actuals) if config.trainer.validation else {}
+        if metrics:
+            mlflow.log_metrics(metrics)
+        else:  # the last window was trained on: its scores would flatter the model
+            mlflow.set_tag("validation", "none: trained on every step (trainer.validation: false)")
 
         chart = None
         if config.fan_chart_clusters:
