@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecasting.files import atomic_path
+from pipelines.plots import pyplot, save_png
 
 
 def calibration_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     """Plot `forecasting.metrics.calibration`'s table: observed share below each quantile and inside
     each central interval against the nominal level; a calibrated forecast follows the diagonal,
     an over-confident one falls below it at the interval line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    fig, ax = pyplot().subplots(figsize=(5.2, 5.0))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="ideal")
     ax.plot(table["level"], table["quantile"], marker="o", ms=3, color="tab:blue",
             label="quantile: share of actuals ≤ q(level)")
@@ -30,8 +25,4 @@ def calibration_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") 
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

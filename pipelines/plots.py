@@ -24,11 +24,7 @@ def fan_chart(
     max_clusters: int = 4,
 ) -> Path:
     """Recent history, then the forecast's median with 50 % and 90 % bands, for a few clusters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     chosen = list(clusters or forecast.cluster_ids[:max_clusters])
     q05, q25, q50, q75, q95 = forecast.quantile([0.05, 0.25, 0.5, 0.75, 0.95])
     fig, axes = plt.subplots(len(chosen), 1, figsize=(10, 2.6 * len(chosen)), squeeze=False)
@@ -47,8 +43,23 @@ def fan_chart(
         ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7, loc="upper left", ncols=5)
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), imported only when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write `fig` as a PNG atomically (a half-written figure is never left at `path`), then close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
     return path

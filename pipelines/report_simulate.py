@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from forecasting.files import atomic_path
+from pipelines.plots import pyplot, save_png
 from pipelines.simulate_metrics import PolicyRun, pareto
 
 if TYPE_CHECKING:
@@ -30,15 +30,6 @@ COLOURS = {"static": "tab:gray", "reactive": "tab:orange", "reactive+warmpool": 
 MAX_POINTS = 4000  # per curve in the full-run panel (peaks kept: each bin shows its maximum)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _binned_max(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     if len(values) <= bins:
         return np.arange(len(values)), values
@@ -48,7 +39,7 @@ def _binned_max(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 def capacity_plot(trace: Trace, runs: list[PolicyRun], best: OracleResult, path: str | Path, *,
                   cluster: str | None = None, zoom_steps: int = 720) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     c = trace.cluster_ids.index(cluster) if cluster else 0
     demand = trace.demand_units[:, c]
     peak = int(np.argmax(demand))
@@ -91,7 +82,7 @@ def capacity_plot(trace: Trace, runs: list[PolicyRun], best: OracleResult, path:
 def frontier_plot(points: pd.DataFrame, table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     """Cost ÷ oracle against unserved demand; the y range follows the adaptive policies' frontiers
     (over-provisioned static settings far above are cut off, and said so)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     positive = points.loc[points["unserved_frac"] > 0, "unserved_frac"]
     floor = max(1e-8, 0.5 * positive.min()) if len(positive) else 1e-7
@@ -124,12 +115,7 @@ def frontier_plot(points: pd.DataFrame, table: pd.DataFrame, path: str | Path, *
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 TABLE_COLUMNS = ["policy", "setting", "cost", "cost_vs_oracle", "unserved_frac", "unserved_minutes", "theta_u",
