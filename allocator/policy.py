@@ -17,6 +17,7 @@ level past what a finite sample shows.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,7 +261,8 @@ def spread(count: int, regions: tuple[str, ...]) -> dict[str, int]:
 def exceed_probability(paths: np.ndarray, capacity_units: np.ndarray) -> np.ndarray:
     """`[clusters, horizon]` P(demand > capacity) from steps-major paths `[clusters, horizon, samples]`
     (`steps_major`); capacity is one figure per cluster."""
-    return (paths > np.asarray(capacity_units, dtype=float)[:, None, None]).mean(axis=-1)
+    over = (paths > np.asarray(capacity_units, dtype=float)[:, None, None]).sum(axis=-1, dtype=np.int32)
+    return over / paths.shape[-1]  # the mean, counted in int32 (a bool mean adds in float64, slower)
 
 
 def switchover_decisions(
@@ -294,30 +296,104 @@ def switchover_decisions(
     return decisions
 
 
-def path_figures(
-    samples: np.ndarray, scale: float, current: np.ndarray, active_level: float, pool_level: float,
-    revert_level: float, active_lead: int, cold_lead: int, warm_lead: int, min_active: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What `plan` reads off the paths of some clusters (`[clusters, samples, horizon]`, demand units):
-    active and total units and the pool excess (`PoolSizing`), P(demand > `current` active units) per
-    step, and the smallest active set the fleet may revert to (its chance of being outgrown before an
-    activation lands is below 1 - `revert_level`: going back to it is safe)."""
+@dataclass(frozen=True)
+class SortedPaths:
+    """One block of clusters' paths in capacity units, steps-major (`[clusters, horizon, samples]`)
+    and sorted over the paths: everything a plan reads off them, whatever the fleet and levels.
+
+    `paths` is demand at each step, `point` its largest over the active lead (the same array when
+    that lead is 0), `reach` its largest over the cold lead, `near` (`[clusters, samples]`) the
+    largest over the warm lead, taken path by path before sorting.
+    """
+
+    paths: np.ndarray
+    point: np.ndarray
+    reach: np.ndarray
+    near: np.ndarray
+
+
+@dataclass(frozen=True)
+class PathSummary:
+    """The sorting work of a plan, done once per forecast and pool timing: a plan made from it reads
+    quantiles and exceedances only, so re-planning the same forecast for another fleet is cheap.
+    It holds about two to three times the forecast's sample paths."""
+
+    forecast: Forecast
+    scale: float  # capacity per unit
+    leads: Leads
+    warm_lead: int
+    blocks: tuple[SortedPaths, ...]  # clusters in order, a few MiB of paths each (cache-sized passes)
+
+    def fits(self, forecast: Forecast, spec: PoolSpec, costs: CostModel) -> bool:
+        """Whether this is what `summarise_paths(forecast, spec, costs)` would make (the very forecast
+        object: its arrays are not compared)."""
+        return (self.forecast is forecast and self.scale == spec.capacity_per_unit
+                and (self.leads, self.warm_lead) == pool_timing(forecast, spec, costs))
+
+
+def sorted_block(samples: np.ndarray, scale: float, leads: Leads, warm_lead: int) -> SortedPaths:
     paths = steps_major(samples, scale)
-    exceed = exceed_probability(paths, current)
-    near = paths[:, : warm_lead + 1].max(axis=1)  # [clusters, samples]
-    revert_to = np.maximum(units(empirical_quantile(near, revert_level, axis=1)), min_active)
-    sizing = sizing_of_sorted(*sorted_windows(paths, active_lead, cold_lead), active_level, pool_level, min_active)
+    near = paths[:, : warm_lead + 1].max(axis=1)  # path by path, before the sorts below reorder paths
+    near.sort(axis=-1)
+    unwindowed = np.sort(paths, axis=-1) if leads.active else None  # `sorted_windows` sorts `paths` in place
+    point, reach = sorted_windows(paths, leads.active, leads.pool)
+    return SortedPaths(point if unwindowed is None else unwindowed, point, reach, near)
+
+
+def sorted_blocks(forecast: Forecast, spec: PoolSpec, leads: Leads, warm_lead: int) -> Iterator[SortedPaths]:
+    """`forecast`'s clusters in blocks of about 2 MiB of paths, each sorted as it is asked for.
+
+    Clusters are independent until a shared pool adds them up: block by block, each block's passes
+    (transpose, windows, sorts) run in cache, not through main memory, and a plan that drops each
+    block once read reuses one block's buffers for the next.
+    """
+    samples = forecast.samples
+    block = max(1, _BLOCK_BYTES // (samples.shape[1] * samples.shape[2] * samples.itemsize))
+    for i in range(0, max(len(samples), 1), block):  # an empty forecast: one empty block
+        yield sorted_block(samples[i:i + block], spec.capacity_per_unit, leads, warm_lead)
+
+
+def pool_timing(forecast: Forecast, spec: PoolSpec, costs: CostModel) -> tuple[Leads, int]:
+    """The active and pool leads (`timing_leads`) and the warm-activation lead, in forecast steps."""
+    step_s = step_seconds(forecast.freq)
+    return timing_leads(spec, step_s, costs), lead_steps(spec.warm_activation_s, step_s)
+
+
+def summarise_paths(forecast: Forecast, spec: PoolSpec, costs: CostModel) -> PathSummary:
+    """Sort `forecast`'s paths for `spec`'s timing (which `costs` weigh: see `timing_leads`), and keep them."""
+    leads, warm_lead = pool_timing(forecast, spec, costs)
+    blocks = tuple(sorted_blocks(forecast, spec, leads, warm_lead))
+    return PathSummary(forecast, float(spec.capacity_per_unit), leads, warm_lead, blocks)
+
+
+def path_figures(
+    block: SortedPaths, current: np.ndarray, active_level: float, pool_level: float, revert_level: float,
+    min_active: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What `plan` reads off one block of sorted paths: active and total units and the pool excess
+    (`PoolSizing`), P(demand > `current` active units) per step, and the smallest active set the
+    fleet may revert to (its chance of being outgrown before an activation lands is below
+    1 - `revert_level`: going back to it is safe)."""
+    exceed = exceed_probability(block.paths, current)
+    revert_to = np.maximum(units(quantile_of_sorted(block.near, revert_level)), min_active)
+    sizing = sizing_of_sorted(block.point, block.reach, active_level, pool_level, min_active)
     return sizing.active, sizing.total, sizing.pool_excess, exceed, revert_to
 
 
 def plan(
     forecast: Forecast, fleet: FleetState, costs: CostModel, spec: PoolSpec, config: PolicyConfig = PolicyConfig(),
-    *, min_active: int = 1,
+    *, min_active: int = 1, summary: PathSummary | None = None,
 ) -> Plan:
-    """Desired active and shadow units per cluster and forecast step, switchovers and shadow placement."""
-    step_s = step_seconds(forecast.freq)
-    leads, warm_lead = timing_leads(spec, step_s, costs), lead_steps(spec.warm_activation_s, step_s)
+    """Desired active and shadow units per cluster and forecast step, switchovers and shadow placement.
+
+    `summary`, when given, is `summarise_paths(forecast, spec, costs)` made earlier (a caller that
+    plans one forecast many times keeps it); one made for another forecast or timing is refused.
+    """
+    if summary is not None and not summary.fits(forecast, spec, costs):
+        raise ValueError("the path summary was made for another forecast, capacity per unit or pool timing")
+    leads, warm_lead = pool_timing(forecast, spec, costs)
     cold_lead = leads.pool
+    blocks = summary.blocks if summary is not None else sorted_blocks(forecast, spec, leads, warm_lead)
     derived = levels_from_costs(costs)
     active_level = config.active_level if config.active_level is not None else derived.active
     pool_level = config.pool_level if config.pool_level is not None else max(derived.pool, active_level)
@@ -326,13 +402,13 @@ def plan(
 
     fleets = [fleet.of(c) for c in forecast.cluster_ids]
     current = np.array([f.active for f in fleets], dtype=float)
-    samples = forecast.samples
-    # Clusters are independent until a shared pool adds them up: in blocks of about 2 MiB of paths, each
-    # block's passes (transpose, windows, sorts) run in cache, not through main memory.
-    block = max(1, _BLOCK_BYTES // (samples.shape[1] * samples.shape[2] * samples.itemsize))
-    figures = [path_figures(samples[i:i + block], spec.capacity_per_unit, current[i:i + block], active_level,
-                            pool_level, 1 - revert_threshold, leads.active, cold_lead, warm_lead, min_active)
-               for i in range(0, max(len(samples), 1), block)]
+    figures, first = [], 0
+    for block in blocks:
+        count = len(block.near)
+        figures.append(path_figures(block, current[first:first + count], active_level, pool_level,
+                                    1 - revert_threshold, min_active))
+        first += count
+        del block  # before the next block is sorted: its buffers can take this one's memory
     active, total, pool_excess, exceed, revert_to = (np.concatenate(part) for part in zip(*figures, strict=True))
     sizing = PoolSizing(active, total, pool_excess)
     if config.region_resilient:

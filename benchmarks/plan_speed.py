@@ -8,7 +8,9 @@ benchmark's pool (50 demand units per unit, 2 h boot, 5 s activation) and defaul
 `git show` into temporary modules and timed in the same rounds, interleaved (the machine is shared
 and noisy, so only side-by-side figures compare), and their plans and bodies are checked equal.
 Prints one JSON line: `plan_ms_p50` / `plan_ms_p99` (median and 99th percentile over repeats) and
-`body_ms_p50` (serialising the plan as `POST /v1/plan` answers it), per cluster count.
+`body_ms_p50` (serialising the plan as `POST /v1/plan` answers it), and `replan_ms_p50` / `_p99`: the
+same plan from paths sorted beforehand (`policy.summarise_paths`, as the server keeps them between
+plans of one forecast), per cluster count.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def same_body(a: bytes, b: bytes) -> bool:
 
 
 def measure(clusters: int, repeats: int, implementations: dict[str, tuple[ModuleType, ModuleType]]) -> dict:
+    policy_now = implementations["current"][0]
     forecast, fleet = forecast_of(clusters)
     args = (forecast, fleet, CostModel(), SPEC, PolicyConfig())
     times: dict[str, dict[str, list[float]]] = {name: {"plan": [], "body": []} for name in implementations}
@@ -88,12 +91,16 @@ def measure(clusters: int, repeats: int, implementations: dict[str, tuple[Module
     for name, (policy, planning) in implementations.items():  # warm-up, and the outputs compared below
         plans[name] = policy.plan(*args, min_active=1)
         bodies[name] = planning.plan_body("id", 0.0, forecast, plans[name])
+    kept = policy_now.summarise_paths(forecast, SPEC, CostModel())  # what the server keeps between plans
+    replan: list[float] = []
     for _ in range(repeats):
+        replan.append(elapsed_ms(lambda: policy_now.plan(*args, min_active=1, summary=kept)))
         for name, (policy, planning) in implementations.items():
             times[name]["plan"].append(elapsed_ms(lambda policy=policy: policy.plan(*args, min_active=1)))
             result = plans[name]
             times[name]["body"].append(elapsed_ms(lambda p=planning, r=result: p.plan_body("id", 0.0, forecast, r)))
     out: dict = {"clusters": clusters, "samples": SAMPLES, "horizon": HORIZON}
+    out |= {f"replan_{k}": v for k, v in figures(replan).items()}
     for name, t in times.items():
         prefix = "" if name == "current" else f"{name}_"
         plan_figures, body_figures = figures(t["plan"]), figures(t["body"])

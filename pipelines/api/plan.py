@@ -13,11 +13,13 @@ from pipelines.api.schemas import PlanRequest, PlanResponse
 
 router = APIRouter(prefix="/v1", tags=["plan"])
 CURRENT = "plan"  # key of the latest plan in Services.extras
+MEMO = "sorted_paths"  # key of the planning.SortedPathsMemo in Services.extras
 
 
 def install(app, services: Services) -> None:
     services.extras["plan_units"] = services.metrics.gauge(
         "plan_units", "Units the current plan wants at its first step.", ["kind"])
+    services.extras[MEMO] = planning.SortedPathsMemo()
 
 
 @router.post("/plan", response_model=PlanResponse, **WRITE,
@@ -34,7 +36,7 @@ def make_plan(request: PlanRequest, services: Services = Depends(get_services)) 
         raise RequestError(str(exc), ["body", "cluster_ids"]) from None
     runtime = services.extras.get("runtime")
     current = planning.make_plan(forecast, request, services.settings.plan,
-                                 runtime.controller.fleet() if runtime is not None else None)
+                                 runtime.controller.fleet() if runtime is not None else None, services.extras[MEMO])
     services.extras[CURRENT] = current
     gauge = services.extras["plan_units"]
     gauge.labels("active").set(sum(p.active_units[0] for p in current.plan.clusters.values()))

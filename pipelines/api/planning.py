@@ -7,6 +7,7 @@ slower than a cold provision", become 422s naming the section) and the plan into
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -59,12 +60,40 @@ def fleet_state(request: PlanRequest, observed: dict[str, dict[Any, int]] | None
                        for c, n in observed.items()})
 
 
+class SortedPathsMemo:
+    """The sorted paths of the last forecast planned (`allocator.policy.PathSummary`).
+
+    The forecast cache answers the same `Forecast` object until new forecasts arrive, and plans are
+    made far more often than forecasts (every fleet change, every poll of the control loop), so the
+    sorting, most of a plan's work, is done once per forecast and pool timing. Holds one summary:
+    about twice the forecast's paths in memory.
+    """
+
+    def __init__(self) -> None:
+        self._last: Any = None
+        self._lock = threading.Lock()
+
+    def summary(self, forecast: Forecast, spec: Any, costs: Any) -> Any:
+        from allocator.policy import summarise_paths
+
+        with self._lock:
+            last = self._last
+        if last is not None and last.fits(forecast, spec, costs):
+            return last
+        made = summarise_paths(forecast, spec, costs)
+        with self._lock:
+            self._last = made
+        return made
+
+
 def make_plan(forecast: Forecast, request: PlanRequest, defaults: PlanSettings,
-              observed: dict[str, dict[Any, int]] | None) -> CurrentPlan:
+              observed: dict[str, dict[Any, int]] | None, memo: SortedPathsMemo | None = None) -> CurrentPlan:
     from allocator.policy import plan
 
     costs, spec, config = allocator_inputs(request, defaults)
-    result = plan(forecast, fleet_state(request, observed), costs, spec, config, min_active=defaults.min_active)
+    summary = memo.summary(forecast, spec, costs) if memo is not None else None
+    result = plan(forecast, fleet_state(request, observed), costs, spec, config, min_active=defaults.min_active,
+                  summary=summary)
     plan_id, created_at = uuid.uuid4().hex[:16], time.time()
     return CurrentPlan(plan_id, created_at, result, spec, plan_body(plan_id, created_at, forecast, result))
 

@@ -17,6 +17,7 @@ from allocator.policy import (
     shared_shadow_units,
     size_pools,
     spread,
+    summarise_paths,
     window_max,
 )
 from allocator.types import (
@@ -254,3 +255,22 @@ def test_timing_leads_follow_the_price_of_being_late(warm_s, cold_s, step_s, pen
     leads = timing_leads(spec, step_s, CostModel(active_unit_cost=1.0, warm_fraction=0.3 if penalty != 1.6 else 0.2,
                                                  unserved_penalty=penalty))
     assert (leads.active, leads.pool) == expected
+
+
+def test_a_kept_path_summary_plans_like_a_fresh_one_and_refuses_other_forecasts():
+    rng = np.random.default_rng(3)
+    ids = ["a", "b", "c"]
+    forecast = Forecast.aligned(ids, pd.Timestamp("2025-01-01"), "min", rng.lognormal(3, 0.6, (3, 50, 12)))
+    spec = PoolSpec(capacity_per_unit=10, cold_provision_s=290, warm_activation_s=5)
+    costs, fleet = CostModel(unserved_penalty=100.0), FleetState({"a": ClusterFleet(active=2, standby=1)})
+    summary = summarise_paths(forecast, spec, costs)
+    assert summary.leads.active == 1  # an active lead: the unwindowed paths are kept sorted apart
+    for config in (PolicyConfig(), PolicyConfig(active_level=0.6, pool_level=0.9), PolicyConfig(mode=SwitchoverMode.TIERED)):
+        assert plan(forecast, fleet, costs, spec, config, summary=summary) == plan(forecast, fleet, costs, spec, config)
+
+    same_values = Forecast.aligned(ids, pd.Timestamp("2025-01-01"), "min", forecast.samples.copy())
+    for other in ((same_values, spec, costs), (forecast, PoolSpec(capacity_per_unit=20, cold_provision_s=290,
+                                                                   warm_activation_s=5), costs),
+                  (forecast, PoolSpec(capacity_per_unit=10, cold_provision_s=600, warm_activation_s=5), costs)):
+        with pytest.raises(ValueError, match="another forecast"):
+            plan(*other[:1], fleet, other[2], other[1], summary=summary)

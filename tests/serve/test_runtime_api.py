@@ -70,6 +70,36 @@ def test_plan_from_cached_forecasts_matches_the_policy(client, panel):
     assert 'shadowcast_plan_units{kind="active"}' in client.get("/metrics").text
 
 
+def test_replanning_follows_new_forecasts_and_other_pools(client, panel):
+    """The server keeps the last forecast's sorted paths between plans: a new forecast, or a pool
+    with other timing, must be planned from scratch, never from the stale sort."""
+    spec = PoolSpec(capacity_per_unit=40, cold_provision_s=7200, warm_activation_s=5)
+    fleet = {"cluster-000": {"active": 2}}
+
+    def check(request: dict, spec: PoolSpec) -> dict:
+        body = client.post("/v1/plan", json={"fleet": fleet, **request}, headers=KEY).json()
+        expected = policy_plan(client.app.state.services.forecasts.get(), FleetState({"cluster-000": ClusterFleet(active=2)}),
+                               CostModel(), spec, PolicyConfig())
+        assert {c["cluster_id"]: tuple(c["active_units"]) for c in body["clusters"]} == \
+            {c: p.active_units for c, p in expected.clusters.items()}
+        assert {c["cluster_id"]: tuple(c["shadow_units"]) for c in body["clusters"]} == \
+            {c: p.shadow_units for c, p in expected.clusters.items()}
+        return body
+
+    client.post("/v1/forecast", json=request_body(panel, num_samples=40))
+    first = check({}, spec)
+    again = check({}, spec)  # the same forecast: the same plan under a new id
+    assert again["plan_id"] != first["plan_id"] and again["clusters"] == first["clusters"]
+    quick = {"capacity_per_unit": 40, "cold_provision_s": 60, "warm_activation_s": 5}  # a lead of 0 steps, not 2
+    check({"pool": quick}, PoolSpec(**quick))
+
+    body = request_body(panel, num_samples=40)
+    body["columns"]["demand"] = [None if v is None else 4 * v for v in body["columns"]["demand"]]
+    client.post("/v1/forecast", json=body)  # four times the demand: a new cached forecast
+    bigger = check({}, spec)
+    assert sum(sum(c["active_units"]) for c in bigger["clusters"]) > sum(sum(c["active_units"]) for c in first["clusters"])
+
+
 def test_plan_inputs_are_validated(client, panel):
     client.post("/v1/forecast", json=request_body(panel))
     bad = client.post("/v1/plan", json={"pool": {"cold_provision_s": 1, "warm_activation_s": 5}}, headers=KEY)
