@@ -178,8 +178,9 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, cham
     if ours <= needed:
         return "promoted", (f"challenger {metric} {ours:.4f} beats the champion's {theirs:.4f} "
                             f"by {_relative(ours, theirs):.1%} (margin {options.margin:.1%})")
-    return "kept", (f"challenger {metric} {ours:.4f} vs champion {theirs:.4f}: "
-                    f"{_relative(ours, theirs):.1%} better, less than the margin of {options.margin:.1%}")
+    gain = _relative(ours, theirs)
+    verdict = f"{gain:.1%} better, less than" if gain > 0 else f"{-gain:.1%} worse; it must beat it by"
+    return "kept", f"challenger {metric} {ours:.4f} vs champion {theirs:.4f}: {verdict} the margin of {options.margin:.1%}"
 
 
 def backtest_scores(predictor: Any, panel: Panel, config: Any, seed: int) -> dict[str, float]:

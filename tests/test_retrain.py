@@ -84,7 +84,7 @@ def test_challenger_short_of_the_margin_is_kept(first_run):
     tmp, first = first_run
     outcome = run_retrain(parse_config(_config(tmp, seed=2, margin=0.99), RetrainConfig))
     assert outcome.decision == "kept", outcome.reason
-    assert "less than the margin of 99.0%" in outcome.reason
+    assert "the margin of 99.0%" in outcome.reason
     assert outcome.champion_version == first.challenger_version == _alias()
     run = mlflow.get_run(outcome.run_id)
     assert {"challenger_mean_wql", "champion_mean_wql", "improvement"} <= set(run.data.metrics)
@@ -110,7 +110,7 @@ def test_better_challenger_replaces_a_bad_champion(first_run, tmp_path):
     (0.30, 0.40, "4", None, "promoted", "by 25.0%"),
     (0.392, 0.40, "4", None, "promoted", "by 2.0%"),
     (0.393, 0.40, "4", None, "kept", "less than the margin"),
-    (0.45, 0.40, "4", None, "kept", "-12.5% better"),
+    (0.45, 0.40, "4", None, "kept", "12.5% worse; it must beat it by the margin of 2.0%"),
 ])
 def test_decision_rule(challenger, champion, version, problem, expected, words):
     decision, reason = decide({"mean_wql": challenger}, None if champion is None else {"mean_wql": champion},
