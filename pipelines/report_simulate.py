@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.plots import pyplot, save_png
-from pipelines.simulate_metrics import PolicyRun, pareto
+from pipelines.simulate_metrics import PolicyRun, SimulationResult, pareto
 
 if TYPE_CHECKING:
     from allocator.oracle import OracleResult
-    from pipelines.simulate import SimulationResult
     from pipelines.simulate_config import SimulateConfig
     from pipelines.simulate_traces import Trace
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,7 +31,7 @@ from forecasting.data import DEMAND, ID, TIME, Panel, validate_panel
 from forecasting.forecast import Forecast, Forecaster
 from pipelines.simulate_config import PoliciesConfig, SimulateConfig
 from pipelines.simulate_forecasters import make_forecaster
-from pipelines.simulate_metrics import PolicyRun, frontier_dominance, summarise
+from pipelines.simulate_metrics import PolicyRun, SimulationResult, frontier_dominance, summarise
 from pipelines.simulate_traces import Trace, build_trace, load_trace_panel
 
 ORACLE = "oracle"
@@ -224,21 +224,6 @@ def build_setups(policies: PoliciesConfig, clusters: int, step_s: float, spec: P
 
 
 # --- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class SimulationResult:
-    name: str
-    table: pd.DataFrame  # one row per policy at its operating point, plus the oracle
-    points: pd.DataFrame  # every setting of every policy (the frontiers)
-    headline: dict
-    runs: list[PolicyRun]
-    oracle: OracleResult
-    trace: Trace
-    timings: dict[str, float] = field(default_factory=dict)
-    report: Path | None = None
-    figures: dict[str, Path] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
 
 
 def tabulate(runs: list[PolicyRun], demand_units: np.ndarray, best: OracleResult, step_s: float,

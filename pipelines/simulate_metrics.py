@@ -16,11 +16,17 @@ A step with zero demand divides by one unit instead (the metric is undefined the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from allocator.policy import units
+
+if TYPE_CHECKING:
+    from allocator.oracle import OracleResult
+    from pipelines.simulate_traces import Trace
 
 
 @dataclass
@@ -136,3 +142,20 @@ def frontier_dominance(ours: pd.DataFrame, theirs: pd.DataFrame, cost_tolerance:
         ratios.append(cheapest_at(ours, row.unserved_frac) / row.cost if row.cost > 0 else np.inf)
     worst = max(ratios) if ratios else float("nan")
     return Dominance(bool(ratios) and worst <= 1 + cost_tolerance, len(ratios), uncovered, worst)
+
+
+@dataclass
+class SimulationResult:
+    """A whole replay: the tables, every policy's run, the oracle and where the report went."""
+
+    name: str
+    table: pd.DataFrame  # one row per policy at its operating point, plus the oracle
+    points: pd.DataFrame  # every setting of every policy (the frontiers)
+    headline: dict
+    runs: list[PolicyRun]
+    oracle: OracleResult
+    trace: Trace
+    timings: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+    figures: dict[str, Path] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
