@@ -141,17 +141,22 @@ class DeepARNetwork(nn.Module):
         encode_inputs = torch.cat([buffer[:, lag_index[:context]], covariates[:, :context]], -1)
         _, (h, c) = self.rnn(encode_inputs)
 
-        # Fold samples into the batch: row b * num_samples + s is path s of series b.
+        # Fold samples into the batch: row b * num_samples + s is path s of series b. The buffer and the
+        # covariates are kept steps-major ([steps, rows]): a step's lags are then a few contiguous rows
+        # to gather, and its covariates one contiguous block, not a strided pick from every path.
         fold = lambda x, dim: x.repeat_interleave(num_samples, dim=dim)  # noqa: E731
         h, c = fold(h, 1), fold(c, 1)
-        buffer, scale = fold(buffer, 0), fold(scale, 0)
-        future_covariates = fold(covariates[:, context:], 0)
+        scale = fold(scale, 0)
+        history = fold(buffer, 0).T.contiguous()  # [steps, rows]
+        future_covariates = fold(covariates[:, context:], 0).transpose(0, 1).contiguous()  # [horizon, rows, F]
         lag_index = lag_index[context:]
-        write_at = max_lag + context
+        write_at, num_lags = max_lag + context, lag_index.shape[1]
+        step_input = history.new_empty(history.shape[1], 1, num_lags + future_covariates.shape[2])
         for step in range(horizon):
-            step_input = torch.cat([buffer[:, lag_index[step]], future_covariates[:, step]], dim=-1)
-            output, (h, c) = self.rnn(step_input[:, None, :], (h, c))
+            step_input[:, 0, :num_lags] = history.index_select(0, lag_index[step]).T
+            step_input[:, 0, num_lags:] = future_covariates[step]
+            output, (h, c) = self.rnn(step_input, (h, c))
             value = self.head.sample(output[:, 0], scale, generator)
-            buffer[:, write_at + step] = value / scale[:, 0]
-        paths = buffer[:, write_at:write_at + horizon] * scale
+            history[write_at + step] = value / scale[:, 0]
+        paths = history[write_at:write_at + horizon].T * scale
         return paths.reshape(-1, num_samples, horizon)
