@@ -75,7 +75,7 @@ def capacity_plot(trace: Trace, runs: list[PolicyRun], best: OracleResult, path:
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def frontier_plot(points: pd.DataFrame, table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
@@ -110,10 +110,6 @@ def frontier_plot(points: pd.DataFrame, table: pd.DataFrame, path: str | Path, *
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: str | Path) -> Path:
     return save_png(fig, path, dpi=110)
 
 

@@ -68,14 +68,8 @@ class ForecastCache:
         if len(shapes) > 1 or len(freqs) > 1:
             raise ValueError(f"cached forecasts differ in shape {sorted(shapes)} or frequency {sorted(freqs)}; "
                              "forecast these clusters together in one request")
-        # Laid out steps-major ([clusters, horizon, samples] in memory, seen as [clusters, samples,
-        # horizon]): the allocator reads each step's paths contiguously, so its transpose is a plain copy.
-        num_samples, horizon = entries[0].samples.shape
-        steps_major = np.empty((len(entries), horizon, num_samples), dtype=np.result_type(*(e.samples for e in entries)))
-        for row, entry in zip(steps_major, entries, strict=True):
-            row[...] = entry.samples.T
         forecast = Forecast(ids, pd.DatetimeIndex([e.start for e in entries]), entries[0].freq,
-                            steps_major.transpose(0, 2, 1))
+                            np.stack([e.samples for e in entries]))
         with self._lock:
             if all(self._entries.get(c) is e for c, e in zip(ids, entries, strict=True)):  # no put in between
                 self._stacked = forecast

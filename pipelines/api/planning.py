@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
@@ -19,6 +19,10 @@ from forecasting.forecast import Forecast
 from pipelines.api.forecast_service import RequestError
 from pipelines.api.schemas import PlanRequest
 from pipelines.api.settings import PlanSettings
+
+if TYPE_CHECKING:  # the allocator is imported when the first plan is made, not at start-up
+    from allocator.policy import PathSummary
+    from allocator.types import CostModel, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,10 @@ class SortedPathsMemo:
     """
 
     def __init__(self) -> None:
-        self._last: Any = None
+        self._last: PathSummary | None = None
         self._lock = threading.Lock()
 
-    def summary(self, forecast: Forecast, spec: Any, costs: Any) -> Any:
+    def summary(self, forecast: Forecast, spec: PoolSpec, costs: CostModel) -> PathSummary:
         from allocator.policy import summarise_paths
 
         with self._lock:

@@ -269,8 +269,8 @@ def test_a_kept_path_summary_plans_like_a_fresh_one_and_refuses_other_forecasts(
         assert plan(forecast, fleet, costs, spec, config, summary=summary) == plan(forecast, fleet, costs, spec, config)
 
     same_values = Forecast.aligned(ids, pd.Timestamp("2025-01-01"), "min", forecast.samples.copy())
-    for other in ((same_values, spec, costs), (forecast, PoolSpec(capacity_per_unit=20, cold_provision_s=290,
-                                                                   warm_activation_s=5), costs),
-                  (forecast, PoolSpec(capacity_per_unit=10, cold_provision_s=600, warm_activation_s=5), costs)):
+    wider_units = PoolSpec(capacity_per_unit=20, cold_provision_s=290, warm_activation_s=5)
+    slower_boot = PoolSpec(capacity_per_unit=10, cold_provision_s=600, warm_activation_s=5)
+    for other_forecast, other_spec in ((same_values, spec), (forecast, wider_units), (forecast, slower_boot)):
         with pytest.raises(ValueError, match="another forecast"):
-            plan(*other[:1], fleet, other[2], other[1], summary=summary)
+            plan(other_forecast, fleet, costs, other_spec, summary=summary)
