@@ -246,7 +246,9 @@ class Controller:
             raise SwitchoverRejected(f"source {source_id!r} is {source.state}, not active")
         if source_id not in self.driver.route_members(route):
             raise SwitchoverRejected(f"source {source_id!r} does not serve route {route!r}")
-        health = self.driver.probe(target)
+        # A failover's source may hang: nothing is read from it ahead of time.
+        health = (self.driver.probe(target) if kind is SwitchoverKind.FAILOVER
+                  else self.driver.prepare_sync(source, target))
         if not health.ok:
             raise SwitchoverRejected(f"target {target_id!r} fails its health probe: {health.detail}")
         return source, target  # busy resources: refused under the locks by `begin_switchover`

@@ -23,6 +23,7 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from allocator.prepared import PreparedStatement, dbapi_transaction
 from allocator.types import Resource, ResourceState, Switchover, SwitchoverKind, SwitchoverPhase
 
 VERSION_TABLE = "shadowcast_runtime_version"  # not `alembic_version`: the DB may be shared (MLflow, Optuna)
@@ -49,6 +50,51 @@ journal_t = sa.Table(
     sa.Column("switchover_id", sa.String(256)), sa.Column("phase", sa.String(16)), sa.Column("detail", sa.Text),
     sa.Column("at", sa.Float),
 )
+
+_FINISHED = (SwitchoverPhase.COMMITTED.value, SwitchoverPhase.ROLLED_BACK.value)
+
+# Statements built once: building one (and its cache key) on every call cost more than running it.
+_SWITCHOVER_BY_ID = switchovers_t.select().where(switchovers_t.c.id == sa.bindparam("sid"))
+_UNFINISHED_ON = switchovers_t.select().where(
+    switchovers_t.c.phase.not_in(_FINISHED),
+    sa.or_(switchovers_t.c.source_id.in_(sa.bindparam("ids", expanding=True)),
+           switchovers_t.c.target_id.in_(sa.bindparam("ids", expanding=True))))
+_UPDATE_RESOURCE = resources_t.update().where(resources_t.c.id == sa.bindparam("rid"))
+_INSERT_RESOURCE = resources_t.insert()
+
+# The switchover hot path (journal writes before traffic moves) runs on the DBAPI: see prepared.py.
+_SWITCHOVER_COLUMNS = ("id", "kind", "cluster_id", "route", "source_id", "target_id", "phase", "error")
+_SWITCHOVER_ROW = [switchovers_t.c[name] for name in _SWITCHOVER_COLUMNS]
+# The finished phases as SQL literals (known constants): an IN over bound values would expand per call.
+_UNFINISHED = switchovers_t.c.phase.not_in([sa.literal_column(f"'{phase}'") for phase in _FINISHED])
+# This id, or an unfinished switchover on either resource: the idempotency and busy checks at once.
+_ID_OR_BUSY = sa.select(*_SWITCHOVER_ROW).where(sa.or_(
+    switchovers_t.c.id == sa.bindparam("sid"),
+    sa.and_(_UNFINISHED,
+            sa.or_(switchovers_t.c.source_id.in_([sa.bindparam("first"), sa.bindparam("second")]),
+                   switchovers_t.c.target_id.in_([sa.bindparam("first"), sa.bindparam("second")])))))
+# Advance unless finished (a finished switchover may only be re-stated as what it is) and hand back
+# the updated row: one statement instead of a read and a write. error=NULL keeps the stored error.
+_ADVANCE = (switchovers_t.update()
+            .where(switchovers_t.c.id == sa.bindparam("sid"),
+                   sa.or_(_UNFINISHED, switchovers_t.c.phase == sa.bindparam("phase")))
+            .values(phase=sa.bindparam("phase"), updated_at=sa.bindparam("now"),
+                    error=sa.func.coalesce(sa.bindparam("error", type_=sa.Text), switchovers_t.c.error))
+            .returning(*_SWITCHOVER_ROW))
+_PHASE_OF = sa.select(switchovers_t.c.phase).where(switchovers_t.c.id == sa.bindparam("sid"))
+_SWITCHOVER_KEYS = _SWITCHOVER_COLUMNS + ("created_at", "updated_at")
+_JOURNAL_KEYS = ("switchover_id", "phase", "detail", "at")
+
+
+class _HotPath:
+    """The journal's statements compiled for one engine."""
+
+    def __init__(self, dialect: sa.engine.Dialect) -> None:
+        self.id_or_busy = PreparedStatement(_ID_OR_BUSY, dialect)
+        self.insert_switchover = PreparedStatement(switchovers_t.insert(), dialect, column_keys=_SWITCHOVER_KEYS)
+        self.insert_journal = PreparedStatement(journal_t.insert(), dialect, column_keys=_JOURNAL_KEYS)
+        self.advance = PreparedStatement(_ADVANCE, dialect)
+        self.phase_of = PreparedStatement(_PHASE_OF, dialect)
 
 
 class StoreError(Exception):
@@ -81,6 +127,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.locks = _make_locks(engine)
+        self._hot = _HotPath(engine.dialect)
 
     # --- resources ---------------------------------------------------------------------------------
 
@@ -88,9 +135,9 @@ class Store:
         row = {"cluster_id": resource.cluster_id, "pool": resource.pool, "region": resource.region,
                "state": resource.state.value, "endpoint": resource.endpoint, "updated_at": time.time()}
         with self.engine.begin() as conn:
-            updated = conn.execute(resources_t.update().where(resources_t.c.id == resource.id).values(**row))
+            updated = conn.execute(_UPDATE_RESOURCE, {"rid": resource.id, **row})
             if updated.rowcount == 0:
-                conn.execute(resources_t.insert().values(id=resource.id, **row))
+                conn.execute(_INSERT_RESOURCE, {"id": resource.id, **row})
 
     def get_resource(self, resource_id: str) -> Resource | None:
         with self.engine.connect() as conn:
@@ -117,10 +164,12 @@ class Store:
         The same id with the same move returns the stored record (idempotent retry); with another
         move it raises. Callers hold the resource locks, so the busy check cannot race.
         """
-        with self.engine.begin() as conn:
-            existing = conn.execute(switchovers_t.select().where(switchovers_t.c.id == switchover.id)).first()
-            if existing is not None:
-                stored = _switchover(existing)
+        hot = self._hot
+        with dbapi_transaction(self.engine) as cursor:
+            found = [_switchover_from(row) for row in hot.id_or_busy.execute(cursor, {
+                "sid": switchover.id, "first": switchover.source_id, "second": switchover.target_id}).fetchall()]
+            stored = next((s for s in found if s.id == switchover.id), None)
+            if stored is not None:
                 same = (stored.kind, stored.route, stored.source_id, stored.target_id) == (
                     switchover.kind, switchover.route, switchover.source_id, switchover.target_id)
                 if not same:
@@ -128,48 +177,43 @@ class Store:
                         f"switchover id {switchover.id!r} was used for {stored.kind} {stored.source_id} -> "
                         f"{stored.target_id} on route {stored.route!r}")
                 return stored, False
-            busy = self._unfinished_on(conn, (switchover.source_id, switchover.target_id))
-            if busy:
+            if found:
                 raise ResourceBusyError(f"resources {switchover.source_id!r}/{switchover.target_id!r} are in "
-                                        f"unfinished switchover(s) {', '.join(s.id for s in busy)}")
+                                        f"unfinished switchover(s) {', '.join(s.id for s in found)}")
             now = time.time()
-            conn.execute(switchovers_t.insert().values(
-                id=switchover.id, kind=switchover.kind.value, cluster_id=switchover.cluster_id, route=switchover.route,
-                source_id=switchover.source_id, target_id=switchover.target_id,
-                phase=SwitchoverPhase.PLANNED.value, error="", created_at=now, updated_at=now))
-            conn.execute(journal_t.insert().values(switchover_id=switchover.id, phase=SwitchoverPhase.PLANNED.value,
-                                                   detail=detail, at=now))
-            phase = SwitchoverPhase.PLANNED
+            phase = then if then is not None else SwitchoverPhase.PLANNED
+            hot.insert_switchover.execute(cursor, {
+                "id": switchover.id, "kind": switchover.kind.value, "cluster_id": switchover.cluster_id,
+                "route": switchover.route, "source_id": switchover.source_id, "target_id": switchover.target_id,
+                "phase": phase.value, "error": "", "created_at": now, "updated_at": now})
+            entries = [{"switchover_id": switchover.id, "phase": SwitchoverPhase.PLANNED.value, "detail": detail,
+                        "at": now}]
             if then is not None:
-                phase = then
-                conn.execute(switchovers_t.update().where(switchovers_t.c.id == switchover.id).values(
-                    phase=then.value))
-                conn.execute(journal_t.insert().values(switchover_id=switchover.id, phase=then.value, detail="",
-                                                       at=now))
+                entries.append({"switchover_id": switchover.id, "phase": then.value, "detail": "", "at": now})
+            hot.insert_journal.executemany(cursor, entries)
         return replace(switchover, phase=phase, error=""), True
 
     def advance(self, switchover_id: str, phase: SwitchoverPhase, detail: str = "", error: str | None = None
                 ) -> Switchover:
         """Journal a transition and make it the switchover's phase, in one transaction."""
-        with self.engine.begin() as conn:
-            row = conn.execute(switchovers_t.select().where(switchovers_t.c.id == switchover_id)).first()
+        now = time.time()
+        hot = self._hot
+        with dbapi_transaction(self.engine) as cursor:
+            row = hot.advance.execute(cursor, {"sid": switchover_id, "phase": phase.value, "now": now,
+                                               "error": error}).fetchone()
             if row is None:
-                raise UnknownSwitchoverError(switchover_id)
-            current = SwitchoverPhase(row.phase)
-            if current.finished and phase != current:
-                raise SwitchoverConflictError(f"switchover {switchover_id!r} is {current}; it cannot become {phase}")
-            now = time.time()
-            values = {"phase": phase.value, "updated_at": now}
-            if error is not None:
-                values["error"] = error
-            conn.execute(switchovers_t.update().where(switchovers_t.c.id == switchover_id).values(**values))
-            conn.execute(journal_t.insert().values(switchover_id=switchover_id, phase=phase.value, detail=detail,
-                                                   at=now))
-        return replace(_switchover(row), phase=phase, error=values.get("error", row.error))
+                current = hot.phase_of.execute(cursor, {"sid": switchover_id}).fetchone()
+                if current is None:
+                    raise UnknownSwitchoverError(switchover_id)
+                raise SwitchoverConflictError(f"switchover {switchover_id!r} is {current[0]}; it cannot "
+                                              f"become {phase}")
+            hot.insert_journal.execute(cursor, {"switchover_id": switchover_id, "phase": phase.value,
+                                                "detail": detail, "at": now})
+        return _switchover_from(row)
 
     def get_switchover(self, switchover_id: str) -> Switchover:
         with self.engine.connect() as conn:
-            row = conn.execute(switchovers_t.select().where(switchovers_t.c.id == switchover_id)).first()
+            row = conn.execute(_SWITCHOVER_BY_ID, {"sid": switchover_id}).first()
         if row is None:
             raise UnknownSwitchoverError(switchover_id)
         return _switchover(row)
@@ -177,8 +221,7 @@ class Store:
     def switchovers(self, *, unfinished_only: bool = False) -> list[Switchover]:
         query = switchovers_t.select().order_by(switchovers_t.c.created_at, switchovers_t.c.id)
         if unfinished_only:
-            query = query.where(switchovers_t.c.phase.not_in(
-                [SwitchoverPhase.COMMITTED.value, SwitchoverPhase.ROLLED_BACK.value]))
+            query = query.where(switchovers_t.c.phase.not_in(_FINISHED))
         with self.engine.connect() as conn:
             return [_switchover(row) for row in conn.execute(query)]
 
@@ -199,11 +242,7 @@ class Store:
 
     @staticmethod
     def _unfinished_on(conn: Connection, resource_ids: tuple[str, ...]) -> list[Switchover]:
-        ids = list(resource_ids)
-        query = switchovers_t.select().where(
-            switchovers_t.c.phase.not_in([SwitchoverPhase.COMMITTED.value, SwitchoverPhase.ROLLED_BACK.value]),
-            sa.or_(switchovers_t.c.source_id.in_(ids), switchovers_t.c.target_id.in_(ids)))
-        return [_switchover(row) for row in conn.execute(query)]
+        return [_switchover(row) for row in conn.execute(_UNFINISHED_ON, {"ids": list(resource_ids)})]
 
 
 # --- opening and migrating ---------------------------------------------------------------------------
@@ -399,6 +438,13 @@ def _lock_key(resource_id: str) -> int:
 def _resource(row) -> Resource:  # noqa: ANN001 - a SQLAlchemy Row
     return Resource(id=row.id, cluster_id=row.cluster_id, pool=row.pool, region=row.region,
                     state=ResourceState(row.state), endpoint=row.endpoint)
+
+
+def _switchover_from(row: tuple) -> Switchover:
+    """From a DBAPI row in `_SWITCHOVER_COLUMNS` order."""
+    sid, kind, cluster_id, route, source_id, target_id, phase, error = row
+    return Switchover(id=sid, kind=SwitchoverKind(kind), cluster_id=cluster_id, route=route, source_id=source_id,
+                      target_id=target_id, phase=SwitchoverPhase(phase), error=error)
 
 
 def _switchover(row) -> Switchover:  # noqa: ANN001

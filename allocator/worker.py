@@ -81,17 +81,40 @@ def _public(session: dict) -> dict:
     return {"v": session["v"], "counter": session["counter"], "kv": dict(session["kv"])}
 
 
-def post_json(base_url: str, path: str, body: dict, timeout: float = 5.0) -> tuple[int, dict]:
-    """A one-shot JSON POST (stdlib, so the worker stays light)."""
-    parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
+class PeerConnections:
+    """Kept-alive connections to other workers (stdlib, so the worker stays light). A handoff's
+    final copy rides one while the source holds its session lock, so a fresh TCP connection (and a
+    fresh server thread on the peer) per handoff would stall the source's writers for longer."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._lock = threading.Lock()
+
+    def post_json(self, base_url: str, path: str, body: dict, timeout: float = 5.0) -> tuple[int, dict]:
         payload = json.dumps(body).encode()
-        conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
-    finally:
-        conn.close()
+        with self._lock:
+            for attempt in (0, 1):
+                conn = self._conns.get(base_url)
+                reused = conn is not None
+                if conn is None:
+                    parts = urlsplit(base_url)
+                    conn = self._conns[base_url] = http.client.HTTPConnection(parts.hostname, parts.port,
+                                                                               timeout=timeout)
+                try:
+                    conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    raw = response.read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    del self._conns[base_url]
+                    if reused and attempt == 0:
+                        continue  # the peer closed the idle connection; every load is idempotent
+                    raise
+                if response.will_close:
+                    conn.close()
+                    del self._conns[base_url]
+                return response.status, json.loads(raw or b"{}")
+        raise AssertionError("unreachable")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -226,8 +249,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(409, {"error": f"already handed off to {store.forward_to}"})
             delta = store.changed_since(since)
             try:
-                status, reply = post_json(to, "/admin/load", {"sessions": delta, "take_over": True})
-            except OSError as exc:
+                status, reply = self.server.peers.post_json(to, "/admin/load", {"sessions": delta, "take_over": True})
+            except (OSError, http.client.HTTPException) as exc:
                 return self._send(502, {"error": f"handoff to {to} failed: {exc}"})
             if status != 200:
                 return self._send(502, {"error": f"handoff to {to} refused: {status} {reply}"})
@@ -244,6 +267,7 @@ class WorkerServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.worker_id = worker_id
         self.store = SessionStore()
+        self.peers = PeerConnections()
         self.fail_probes = False
 
 

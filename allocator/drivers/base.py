@@ -99,6 +99,15 @@ class ResourceDriver(Protocol):
         """
         ...
 
+    def prepare_sync(self, source: Resource, target: Resource) -> Health:
+        """Probe `target` (as `probe` does) before a `sync` from `source`, changing nothing.
+
+        A driver may read the source's state meanwhile, for the sync of this pair that follows:
+        that sync then copies the state as of this call at least, and what changed after it is
+        copied by the next sync or by the redirect's catch-up (which never loses a write).
+        """
+        ...
+
     def redirect(self, route: str, source: Resource | None, target: Resource) -> None:
         """Move `route`'s traffic from `source` to `target` with no request lost.
 

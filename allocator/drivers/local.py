@@ -72,6 +72,10 @@ def http_json(method: str, url: str, path: str, body: dict | None = None, timeou
         conn.close()
 
 
+_PREFETCH_FRESH_S = 5.0  # a snapshot prepare_sync read is used by a sync that follows within this
+_PREFETCH_TIMEOUT_S = 1.0
+
+
 class LocalDriver:
     def __init__(self, runtime_dir: Path | str, routes: tuple[str, ...] = ("default",), *, slots_per_route: int = 8,
                  haproxy_bin: str | None = None, python: str = sys.executable, ready_timeout_s: float = 15.0) -> None:
@@ -90,6 +94,8 @@ class LocalDriver:
         self._procs: dict[str, subprocess.Popen] = {}  # workers this process spawned (reaped here)
         self._cursors: dict[tuple[str, str], int] = {}  # (source, target) -> source seq last copied
         self._conns: dict[str, http.client.HTTPConnection] = {}  # admin connections, used under _lock
+        # (source, target) -> (cursor, monotonic time, snapshot) read by prepare_sync for the next sync
+        self._prefetched: dict[tuple[str, str], tuple[int, float, dict]] = {}
         self.catch_up_below = 256  # sessions: a delta this small is left to the handoff
         self._depth = 0  # nesting of _locked() in this process
         self._stamp: object = object()  # matches no stamp: the first _locked() reads the inventory
@@ -139,11 +145,20 @@ class LocalDriver:
                 "slots_per_route": slots, "slots": {r: {} for r in routes}, "resources": {}}
 
     def _save(self) -> None:
+        """Write the inventory atomically (a new inode every time, so the stamp always changes). Raw
+        descriptors: a redirect saves before it returns, so this sits on the switchover's path."""
         path = self.runtime_dir / "inventory.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._inventory))
-        os.replace(tmp, path)  # a new inode every time: the stamp below always changes
-        self._stamp = self._inventory_stamp()
+        data = memoryview(json.dumps(self._inventory).encode())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            written = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._stamp = (written.st_ino, written.st_mtime_ns, written.st_size)
 
     def _inventory_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -228,11 +243,16 @@ class LocalDriver:
         with self._locked():
             src, dst = self._servable(source.id), self._servable(target.id)
             cursor = self._cursors.get((source.id, target.id), 0)
+            prefetched = self._prefetched.pop((source.id, target.id), None)
             copied = 0
             # Snapshot, then catch up on what changed during a large copy. Small deltas are left to
             # the redirect's handoff, which copies the rest under the source's lock anyway.
-            for _ in range(3):
-                status, snap = self._call(src, "GET", f"/admin/snapshot?since={cursor}")
+            for attempt in range(3):
+                if (attempt == 0 and prefetched is not None and prefetched[0] == cursor
+                        and time.monotonic() - prefetched[1] < _PREFETCH_FRESH_S):
+                    status, snap = 200, prefetched[2]  # taken by prepare_sync; whatever came after is caught up below
+                else:
+                    status, snap = self._call(src, "GET", f"/admin/snapshot?since={cursor}")
                 if status != 200:
                     raise ResourceUnreachableError(f"snapshot from {source.id!r} failed: {status} {snap}")
                 if snap.get("forwarding"):
@@ -246,6 +266,8 @@ class LocalDriver:
                 cursor = snap["seq"]
                 if len(snap["sessions"]) <= self.catch_up_below:
                     break
+            if copied == 0 and not self._process_alive(dst):  # nothing to load: the target was never asked
+                raise ResourceUnreachableError(f"resource {target.id!r} does not answer: its process is gone")
             self._cursors[(source.id, target.id)] = cursor
             return copied
 
@@ -317,26 +339,60 @@ class LocalDriver:
     def probe(self, resource: Resource) -> Health:
         with self._locked():
             record = dict(self._record(resource.id))
+        down = self._not_running(record)
+        if down is not None:
+            return down
+        if self._lock.acquire(blocking=False):  # reuse the kept-alive admin connection when free
+            try:
+                return self._check_health(record)
+            finally:
+                self._lock.release()
+        return self._check_health(record, own_connection=True)  # a long call (sync, redirect) holds the driver
+
+    def prepare_sync(self, source: Resource, target: Resource) -> Health:
+        """Probe the target with the source's snapshot request in flight at the same time: each
+        answer costs a process wake-up, and the two overlap. The snapshot (read-only) is kept for
+        the `sync` of this pair that follows; if it cannot be had, that sync takes its own."""
+        if source.id == target.id:
+            raise ValueError("prepare_sync needs two different resources")
+        with self._locked():
+            src, dst = self._record(source.id), self._record(target.id)
+            down = self._not_running(dst)
+            if down is not None:
+                return down
+            cursor = self._cursors.get((src["id"], dst["id"]), 0)
+            pending = None
+            if src["state"] in SERVABLE and src.get("port") and self._process_alive(src):
+                pending = self._send(src, "GET", f"/admin/snapshot?since={cursor}")
+            health = self._check_health(dst)
+            if pending is not None:
+                answer = self._receive(src, pending)
+                if answer is not None and answer[0] == 200 and not answer[1].get("forwarding"):
+                    self._prefetched[(src["id"], dst["id"])] = (cursor, time.monotonic(), answer[1])
+            return health
+
+    def _not_running(self, record: dict) -> Health | None:
+        """The probe's answer when there is no process to ask; None when there is one."""
         if record["state"] == ResourceState.RELEASED:
-            return Health(resource.id, ok=False, latency_ms=0.0, detail="released")
+            return Health(record["id"], ok=False, latency_ms=0.0, detail="released")
         if not record.get("port"):
-            return Health(resource.id, ok=False, latency_ms=0.0, detail="not started yet")
+            return Health(record["id"], ok=False, latency_ms=0.0, detail="not started yet")
         if not self._process_alive(record):
-            return Health(resource.id, ok=False, latency_ms=0.0, detail="process exited")
+            return Health(record["id"], ok=False, latency_ms=0.0, detail="process exited")
+        return None
+
+    def _check_health(self, record: dict, *, own_connection: bool = False) -> Health:
         started = time.perf_counter()
         try:
-            if self._lock.acquire(blocking=False):  # reuse the kept-alive admin connection when free
-                try:
-                    status, body = self._call(record, "GET", "/healthz", timeout=1.0)
-                finally:
-                    self._lock.release()
-            else:  # a long call (sync, redirect) holds the driver: probe on a connection of its own
+            if own_connection:
                 status, body = http_json("GET", self._url(record), "/healthz", timeout=1.0)
+            else:
+                status, body = self._call(record, "GET", "/healthz", timeout=1.0)
         except (OSError, DriverError) as exc:
-            return Health(resource.id, ok=False, latency_ms=(time.perf_counter() - started) * 1e3, detail=str(exc))
+            return Health(record["id"], ok=False, latency_ms=(time.perf_counter() - started) * 1e3, detail=str(exc))
         latency = (time.perf_counter() - started) * 1e3
-        ok = status == 200 and body.get("ok") is True and body.get("id") == resource.id
-        return Health(resource.id, ok=ok, latency_ms=latency, detail="" if ok else f"healthz {status}: {body}")
+        ok = status == 200 and body.get("ok") is True and body.get("id") == record["id"]
+        return Health(record["id"], ok=ok, latency_ms=latency, detail="" if ok else f"healthz {status}: {body}")
 
     def release(self, resource: Resource) -> None:
         with self._locked():
@@ -462,6 +518,31 @@ class LocalDriver:
         if status != 200:
             raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
         return True
+
+    def _send(self, record: dict, method: str, path: str) -> http.client.HTTPConnection | None:
+        """Send an admin request without waiting for its answer (`_receive` reads it); None when
+        it could not be sent. Best-effort: for reads whose caller can do without the answer."""
+        conn = self._conns.pop(record["id"], None) or http.client.HTTPConnection("127.0.0.1", record["port"])
+        conn.timeout = _PREFETCH_TIMEOUT_S  # a slow source is not waited for: the sync asks again
+        if conn.sock is not None:
+            conn.sock.settimeout(_PREFETCH_TIMEOUT_S)
+        try:
+            conn.request(method, path)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        return conn
+
+    def _receive(self, record: dict, conn: http.client.HTTPConnection) -> tuple[int, dict] | None:
+        try:
+            response = conn.getresponse()
+            raw = response.read()
+            answer = response.status, json.loads(raw) if raw else {}
+        except (OSError, http.client.HTTPException, ValueError):
+            conn.close()
+            return None
+        self._conns.setdefault(record["id"], conn)  # back in the keep-alive pool
+        return answer
 
     def _call(self, record: dict, method: str, path: str, body: dict | None = None, timeout: float = 5.0
               ) -> tuple[int, dict]:

@@ -111,6 +111,12 @@ class SimulatedDriver:
         self.calls.append(("sync", target.id))
         return copied
 
+    def prepare_sync(self, source: Resource, target: Resource) -> Health:
+        if source.id == target.id:
+            raise ValueError("prepare_sync needs two different resources")
+        self._unit(source.id)  # unknown ids are refused here as by every call
+        return self.probe(target)
+
     def redirect(self, route: str, source: Resource | None, target: Resource) -> None:
         members = self._members(route)
         dst = self._servable(target.id)

@@ -90,6 +90,27 @@ class DriverContract:
         harness.incr(ROUTE, "s2")
         assert driver.sync(a, b) == 1 and harness.counter(b, "s2") == 2
 
+    def test_prepare_sync_probes_changes_nothing_and_the_sync_after_it_misses_nothing(
+            self, driver: ResourceDriver, harness: Harness) -> None:
+        a, b = self._pair(driver)
+        harness.incr(ROUTE, "s1")
+        health = driver.prepare_sync(a, b)
+        assert health.ok and health.resource_id == b.id
+        assert harness.counter(b, "s1") is None  # nothing copied yet
+        harness.incr(ROUTE, "s1")  # after whatever the driver read ahead
+        harness.incr(ROUTE, "s2")
+        driver.sync(a, b)  # copies at least what was there at prepare_sync
+        assert harness.counter(b, "s1") in (1, 2)
+        driver.sync(a, b)  # and the next sync (or a redirect's catch-up) the rest
+        assert (harness.counter(b, "s1"), harness.counter(b, "s2")) == (2, 1)
+        harness.incr(ROUTE, "s1")
+        assert driver.prepare_sync(a, b).ok
+        driver.redirect(ROUTE, a, b)
+        assert harness.incr(ROUTE, "s1") == 4 and harness.counter(b, "s1") == 4
+        harness.kill(b)
+        dead = driver.prepare_sync(a, b)
+        assert not dead.ok and dead.resource_id == b.id and dead.detail
+
     def test_redirect_moves_traffic_and_every_write(self, driver: ResourceDriver, harness: Harness) -> None:
         a, b = self._pair(driver)
         harness.incr(ROUTE, "s1")
@@ -197,6 +218,8 @@ class DriverContract:
             "release": lambda: driver.release(ghost),
             "sync from": lambda: driver.sync(ghost, a),
             "sync to": lambda: driver.sync(a, ghost),
+            "prepare_sync from": lambda: driver.prepare_sync(ghost, a),
+            "prepare_sync to": lambda: driver.prepare_sync(a, ghost),
             "redirect to": lambda: driver.redirect(ROUTE, a, ghost),
             "redirect from": lambda: driver.redirect(ROUTE, ghost, a),
             "detach": lambda: driver.detach(ROUTE, ghost),

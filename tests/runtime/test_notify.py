@@ -157,3 +157,53 @@ def test_webhooks_register_over_http(notifier: Notifier) -> None:
     assert created.status_code == 201 and created.json()["cluster_id"] == "web"
     assert refused.status_code == 400 and "webhook url" in refused.json()["error"]
     assert [h.url for h in notifier.webhooks()] == ["http://127.0.0.1:9/x"]
+
+
+class KeepAliveReceiver:
+    """An HTTP/1.1 webhook endpoint that records which client connection each notice came on; with
+    `drop_after_reply` it closes every connection after answering, without saying so (a stale
+    keep-alive, as an idle timeout on the receiver's side leaves it)."""
+
+    def __init__(self, drop_after_reply: bool = False) -> None:
+        self.deliveries: list[tuple[str, tuple[str, int]]] = []
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                notice = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.deliveries.append((notice["event"], self.client_address))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self.close_connection = drop_after_reply
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("drop_after_reply", [False, True], ids=["kept-alive", "receiver-drops-idle"])
+def test_webhook_notices_ride_one_connection_and_survive_a_dropped_one(notifier: Notifier,
+                                                                        drop_after_reply: bool) -> None:
+    receiver = KeepAliveReceiver(drop_after_reply)
+    try:
+        notifier.register_webhook(receiver.url)
+        reports = [notifier.notify(SwitchoverNotice("sw-1", "web", "web", event))
+                   for event in ("upcoming", "committed", "upcoming")]
+    finally:
+        receiver.close()
+    assert all(report.ok and report.delivered == (receiver.url,) for report in reports)
+    assert [event for event, _ in receiver.deliveries] == ["upcoming", "committed", "upcoming"]  # in order, once each
+    connections = {address for _, address in receiver.deliveries}
+    assert len(connections) == (3 if drop_after_reply else 1)
