@@ -133,6 +133,22 @@ class LocalDriver:
                 if self._depth == 0:
                     fcntl.flock(self._dir_lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """For calls that only read: the inventory as last saved, without the cross-process lock.
+        Saves replace the file atomically, so a read never sees half of one; a caller that acts on
+        what it read does so under `_locked`, which checks again."""
+        with self._lock:
+            if self._dir_lock.closed:
+                raise DriverError(f"this driver of {self.runtime_dir} was closed; open a new one")
+            stamp = self._inventory_stamp() if self._depth == 0 else self._stamp
+            if stamp is not None and stamp != self._stamp:
+                # The stamp first: a save landing during the read shows as a change next time.
+                self._inventory = self._load_inventory(self._routes_wanted, self._slots_wanted)
+                self._stamp = stamp
+                self.haproxy.ports = dict(self._inventory["ports"])
+            yield
+
     def _load_inventory(self, routes: tuple[str, ...], slots: int) -> dict:
         path = self.runtime_dir / "inventory.json"
         if path.exists():
@@ -410,20 +426,20 @@ class LocalDriver:
             self._save()
 
     def get(self, resource_id: str) -> Resource:
-        with self._locked():
+        with self._reading():
             return self._resource(self._record(resource_id))
 
     def list(self, cluster_id: str | None = None) -> list[Resource]:
-        with self._locked():
+        with self._reading():
             return [self._resource(r) for r in self._inventory["resources"].values()
                     if r["state"] != ResourceState.RELEASED and (cluster_id is None or r["cluster_id"] == cluster_id)]
 
     def route_members(self, route: str) -> tuple[str, ...]:
-        with self._locked():
+        with self._reading():
             return tuple(self._route_slots(route).values())
 
     def routes(self) -> tuple[str, ...]:
-        with self._locked():
+        with self._reading():
             return tuple(self._inventory["ports"])
 
     # --- local extras ------------------------------------------------------------------------------
