@@ -161,20 +161,24 @@ class LocalDriver:
                 "slots_per_route": slots, "slots": {r: {} for r in routes}, "resources": {}}
 
     def _save(self) -> None:
-        """Write the inventory atomically (a new inode every time, so the stamp always changes). Raw
-        descriptors: a redirect saves before it returns, so this sits on the switchover's path."""
-        path = self.runtime_dir / "inventory.json"
-        tmp = path.with_suffix(".tmp")
-        data = memoryview(json.dumps(self._inventory).encode())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        """Write the inventory atomically (a new inode every time, so the stamp always changes)."""
+        self._publish(self._stage(self._inventory))
+
+    def _stage(self, inventory: dict) -> os.stat_result:
+        """Write `inventory` next to the live file; `_publish` swaps it in. Raw descriptors: a
+        redirect saves before it returns, so this sits on the switchover's path."""
+        data = memoryview(json.dumps(inventory).encode())
+        fd = os.open(self.runtime_dir / "inventory.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             while data:
                 data = data[os.write(fd, data):]
-            written = os.fstat(fd)
+            return os.fstat(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        self._stamp = (written.st_ino, written.st_mtime_ns, written.st_size)
+
+    def _publish(self, staged: os.stat_result) -> None:
+        os.replace(self.runtime_dir / "inventory.tmp", self.runtime_dir / "inventory.json")
+        self._stamp = (staged.st_ino, staged.st_mtime_ns, staged.st_size)
 
     def _inventory_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -302,25 +306,29 @@ class LocalDriver:
                 raise DriverError(f"route {route!r} has no free server slot (all {len(slots)} bound)")
             if not self._process_alive(dst):
                 raise ResourceUnreachableError(f"target {target.id!r} has no running process")
-            handed_off = src is not None and self._handoff(src, dst)
+            bound = {slot: rid for slot, rid in slots.items() if src is None or rid != src["id"]}
+            bound[free[0]] = dst["id"]
+            pending = self._begin_handoff(src, dst) if src is not None else None
+            # While the handoff's answer is on its way (a process wake-up or two), write the
+            # inventory as it will be; it replaces the current one only once HAProxy moved traffic.
+            staged = self._stage({**self._inventory, "slots": {**self._inventory["slots"], route: bound}})
+            handed_off = src is not None and self._finish_handoff(src, dst, pending)
             if not handed_off:  # a handoff proved the target takes state; without one, check it
                 status, health = self._health(dst)
                 if status != 200:
                     raise ResourceUnreachableError(f"target {target.id!r} is not healthy: {health}")
             commands = self.haproxy.bind(route, free[0], dst["port"])
             if src is not None:
-                src_slot = next(s for s, rid in slots.items() if rid == src["id"])
-                commands += self.haproxy.unbind(route, src_slot)
+                commands += self.haproxy.unbind(route, next(s for s, rid in slots.items() if rid == src["id"]))
             try:
                 self.haproxy.apply(commands)
             except (OSError, HAProxyError):
                 if handed_off:  # traffic still reaches the source: give it its state back
                     self._call(dst, "POST", "/admin/handoff", {"to": self._url(src), "since": 0})
                 raise
-            slots[free[0]] = dst["id"]
-            if src is not None:
-                del slots[src_slot]
-            self._save()
+            slots.clear()
+            slots.update(bound)
+            self._publish(staged)
 
     def detach(self, route: str, resource: Resource) -> None:
         with self._locked():
@@ -522,28 +530,41 @@ class LocalDriver:
             time.sleep(0.002)
         raise ResourceUnreachableError(f"worker {record['id']!r} not ready after {self._ready_timeout}s")
 
-    def _handoff(self, src: dict, dst: dict) -> bool:
-        """Final catch-up and forwarding; False when the source is gone (its traffic must move anyway)."""
+    def _begin_handoff(self, src: dict, dst: dict) -> http.client.HTTPConnection | None:
+        """Send the source its handoff (final catch-up, then forwarding) without waiting; None when
+        it is gone or the request could not be sent (`_finish_handoff` then asks once more)."""
         if not self._process_alive(src):
-            return False
-        try:
-            status, reply = self._call(src, "POST", "/admin/handoff",
-                                       {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)})
-        except ResourceUnreachableError:
-            return False
+            return None
+        body = {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)}
+        return self._send(src, "POST", "/admin/handoff", body, timeout=5.0)
+
+    def _finish_handoff(self, src: dict, dst: dict, pending: http.client.HTTPConnection | None) -> bool:
+        """The handoff's answer; False when the source is gone (its traffic must move anyway)."""
+        answer = self._receive(src, pending) if pending is not None else None
+        if answer is None:  # not sent, or the answer was lost: every handoff may be repeated
+            if not self._process_alive(src):
+                return False
+            try:
+                answer = self._call(src, "POST", "/admin/handoff",
+                                    {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)})
+            except ResourceUnreachableError:
+                return False
+        status, reply = answer
         if status != 200:
             raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
         return True
 
-    def _send(self, record: dict, method: str, path: str) -> http.client.HTTPConnection | None:
+    def _send(self, record: dict, method: str, path: str, body: dict | None = None,
+              timeout: float = _PREFETCH_TIMEOUT_S) -> http.client.HTTPConnection | None:
         """Send an admin request without waiting for its answer (`_receive` reads it); None when
-        it could not be sent. Best-effort: for reads whose caller can do without the answer."""
+        it could not be sent. For idempotent calls whose caller can ask again without the answer."""
         conn = self._conns.pop(record["id"], None) or http.client.HTTPConnection("127.0.0.1", record["port"])
-        conn.timeout = _PREFETCH_TIMEOUT_S  # a slow source is not waited for: the sync asks again
+        conn.timeout = timeout
         if conn.sock is not None:
-            conn.sock.settimeout(_PREFETCH_TIMEOUT_S)
+            conn.sock.settimeout(timeout)
         try:
-            conn.request(method, path)
+            conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                         headers={"Content-Type": "application/json"})
         except (OSError, http.client.HTTPException):
             conn.close()
             return None
