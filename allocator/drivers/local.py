@@ -323,8 +323,15 @@ class LocalDriver:
             try:
                 self.haproxy.apply(commands)
             except (OSError, HAProxyError):
-                if handed_off:  # traffic still reaches the source: give it its state back
-                    self._call(dst, "POST", "/admin/handoff", {"to": self._url(src), "since": 0})
+                # HAProxy runs a batch's commands in order and stops at none: put back what it did.
+                restore = self.haproxy.unbind(route, free[0])
+                for slot, rid in slots.items():
+                    restore += self.haproxy.bind(route, slot, self._inventory["resources"][rid]["port"])
+                try:
+                    self.haproxy.apply(restore)
+                finally:
+                    if handed_off:  # traffic still reaches the source: give it its state back
+                        self._call(dst, "POST", "/admin/handoff", {"to": self._url(src), "since": 0})
                 raise
             slots.clear()
             slots.update(bound)

@@ -127,3 +127,32 @@ def test_admin_socket_is_private_or_abstract_when_the_path_is_too_long(tmp_path:
             assert driver.haproxy_members(ROUTE) == {"s0": int(a.endpoint.rsplit(":", 1)[1])}
         finally:
             stop_everything(driver, runtime)
+
+
+def test_a_redirect_haproxy_refuses_changes_nothing_on_disk_and_the_source_keeps_its_state(
+        local_driver: LocalDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = local_driver.provision(SPEC, warm=True)
+    local_driver.redirect(ROUTE, None, a)
+    b = local_driver.provision(SPEC, warm=True)
+    url = local_driver.route_url(ROUTE)
+    assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 1
+    local_driver.sync(a, b)
+    assert http_json("POST", url, "/s/x/incr")[1]["counter"] == 2  # only the handoff carries this one
+    before = (local_driver.runtime_dir / "inventory.json").read_text()
+    # A command real HAProxy does not know, for b only: it refuses the batch after the handoff was
+    # made, and runs the rest of it (a's unbinding) anyway; the driver must put that back.
+    bind, b_port = local_driver.haproxy.bind, int(b.endpoint.rsplit(":", 1)[1])
+    monkeypatch.setattr(local_driver.haproxy, "bind", lambda route, slot, port: (
+        [f"set server bk_{route}/nope state ready"] if port == b_port else bind(route, slot, port)))
+    with pytest.raises(DriverError, match="refused"):
+        local_driver.redirect(ROUTE, a, b)
+    assert (local_driver.runtime_dir / "inventory.json").read_text() == before
+    assert local_driver.route_members(ROUTE) == (a.id,)
+    assert local_driver.haproxy_members(ROUTE) == {"s0": int(a.endpoint.rsplit(":", 1)[1])}  # HAProxy agrees
+    status, body = http_json("POST", url, "/s/x/incr")
+    assert status == 200 and body["served_by"] == a.id and body["counter"] == 3  # a took its state back
+    other = LocalDriver(local_driver.runtime_dir, routes=(ROUTE,))
+    try:
+        assert other.route_members(ROUTE) == (a.id,)
+    finally:
+        other.close()
