@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,6 +74,7 @@ def http_json(method: str, url: str, path: str, body: dict | None = None, timeou
 
 _PREFETCH_FRESH_S = 5.0  # a snapshot prepare_sync read is used by a sync that follows within this
 _PREFETCH_TIMEOUT_S = 1.0
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ValueError)  # ValueError: an answer that is not JSON
 
 
 class LocalDriver:
@@ -394,12 +395,14 @@ class LocalDriver:
             cursor = self._cursors.get((src["id"], dst["id"]), 0)
             pending = None
             if src["state"] in SERVABLE and src.get("port") and self._process_alive(src):
-                pending = self._send(src, "GET", f"/admin/snapshot?since={cursor}")
+                with suppress(*_TRANSPORT_ERRORS):  # best-effort: the sync asks again without it
+                    pending = self._send(src, "GET", f"/admin/snapshot?since={cursor}", timeout=_PREFETCH_TIMEOUT_S)
             health = self._check_health(dst)
             if pending is not None:
-                answer = self._receive(src, pending)
-                if answer is not None and answer[0] == 200 and not answer[1].get("forwarding"):
-                    self._prefetched[(src["id"], dst["id"])] = (cursor, time.monotonic(), answer[1])
+                with suppress(*_TRANSPORT_ERRORS):
+                    status, snap = self._receive(src, pending)
+                    if status == 200 and not snap.get("forwarding"):
+                        self._prefetched[(src["id"], dst["id"])] = (cursor, time.monotonic(), snap)
             return health
 
     def _not_running(self, record: dict) -> Health | None:
@@ -543,11 +546,17 @@ class LocalDriver:
         if not self._process_alive(src):
             return None
         body = {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)}
-        return self._send(src, "POST", "/admin/handoff", body, timeout=5.0)
+        try:
+            return self._send(src, "POST", "/admin/handoff", body)
+        except _TRANSPORT_ERRORS:
+            return None
 
     def _finish_handoff(self, src: dict, dst: dict, pending: http.client.HTTPConnection | None) -> bool:
         """The handoff's answer; False when the source is gone (its traffic must move anyway)."""
-        answer = self._receive(src, pending) if pending is not None else None
+        answer = None
+        if pending is not None:
+            with suppress(*_TRANSPORT_ERRORS):
+                answer = self._receive(src, pending)
         if answer is None:  # not sent, or the answer was lost: every handoff may be repeated
             if not self._process_alive(src):
                 return False
@@ -561,10 +570,10 @@ class LocalDriver:
             raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
         return True
 
-    def _send(self, record: dict, method: str, path: str, body: dict | None = None,
-              timeout: float = _PREFETCH_TIMEOUT_S) -> http.client.HTTPConnection | None:
-        """Send an admin request without waiting for its answer (`_receive` reads it); None when
-        it could not be sent. For idempotent calls whose caller can ask again without the answer."""
+    def _send(self, record: dict, method: str, path: str, body: dict | None = None, timeout: float = 5.0
+              ) -> http.client.HTTPConnection:
+        """Send an admin request on the resource's kept-alive connection (or a new one) without
+        waiting for the answer: `_receive` reads it. Raises OSError/HTTPException, the connection closed."""
         conn = self._conns.pop(record["id"], None) or http.client.HTTPConnection("127.0.0.1", record["port"])
         conn.timeout = timeout
         if conn.sock is not None:
@@ -572,20 +581,21 @@ class LocalDriver:
         try:
             conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
                          headers={"Content-Type": "application/json"})
-        except (OSError, http.client.HTTPException):
+        except BaseException:
             conn.close()
-            return None
+            raise
         return conn
 
-    def _receive(self, record: dict, conn: http.client.HTTPConnection) -> tuple[int, dict] | None:
+    def _receive(self, record: dict, conn: http.client.HTTPConnection) -> tuple[int, dict]:
+        """The answer to `_send`; the connection goes back to the keep-alive pool."""
         try:
             response = conn.getresponse()
             raw = response.read()
             answer = response.status, json.loads(raw) if raw else {}
-        except (OSError, http.client.HTTPException, ValueError):
+        except BaseException:
             conn.close()
-            return None
-        self._conns.setdefault(record["id"], conn)  # back in the keep-alive pool
+            raise
+        self._conns.setdefault(record["id"], conn)
         return answer
 
     def _call(self, record: dict, method: str, path: str, body: dict | None = None, timeout: float = 5.0
@@ -593,22 +603,9 @@ class LocalDriver:
         """An admin call over a kept-alive connection (every admin call is idempotent, so one retry on
         a fresh connection is safe when the kept one went stale)."""
         for attempt in (0, 1):
-            conn = self._conns.get(record["id"])
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", record["port"], timeout=timeout)
-                self._conns[record["id"]] = conn
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
             try:
-                conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
-                             headers={"Content-Type": "application/json"})
-                response = conn.getresponse()
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else {}
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                conn.close()
-                self._conns.pop(record["id"], None)
+                return self._receive(record, self._send(record, method, path, body, timeout))
+            except _TRANSPORT_ERRORS as exc:
                 if attempt == 1 or not self._process_alive(record):
                     raise ResourceUnreachableError(f"resource {record['id']!r} does not answer: {exc}") from exc
         raise AssertionError("unreachable")
