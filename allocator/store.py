@@ -52,11 +52,14 @@ journal_t = sa.Table(
 )
 
 _FINISHED = (SwitchoverPhase.COMMITTED.value, SwitchoverPhase.ROLLED_BACK.value)
+# The finished phases as SQL literals (known constants): an IN over bound values would expand per
+# call, which the prepared hot path cannot take.
+_UNFINISHED = switchovers_t.c.phase.not_in([sa.literal_column(f"'{phase}'") for phase in _FINISHED])
 
 # Statements built once: building one (and its cache key) on every call cost more than running it.
 _SWITCHOVER_BY_ID = switchovers_t.select().where(switchovers_t.c.id == sa.bindparam("sid"))
 _UNFINISHED_ON = switchovers_t.select().where(
-    switchovers_t.c.phase.not_in(_FINISHED),
+    _UNFINISHED,
     sa.or_(switchovers_t.c.source_id.in_(sa.bindparam("ids", expanding=True)),
            switchovers_t.c.target_id.in_(sa.bindparam("ids", expanding=True))))
 _UPDATE_RESOURCE = resources_t.update().where(resources_t.c.id == sa.bindparam("rid"))
@@ -65,8 +68,6 @@ _INSERT_RESOURCE = resources_t.insert()
 # The switchover hot path (journal writes before traffic moves) runs on the DBAPI: see prepared.py.
 _SWITCHOVER_COLUMNS = ("id", "kind", "cluster_id", "route", "source_id", "target_id", "phase", "error")
 _SWITCHOVER_ROW = [switchovers_t.c[name] for name in _SWITCHOVER_COLUMNS]
-# The finished phases as SQL literals (known constants): an IN over bound values would expand per call.
-_UNFINISHED = switchovers_t.c.phase.not_in([sa.literal_column(f"'{phase}'") for phase in _FINISHED])
 # This id, or an unfinished switchover on either resource: the idempotency and busy checks at once.
 _ID_OR_BUSY = sa.select(*_SWITCHOVER_ROW).where(sa.or_(
     switchovers_t.c.id == sa.bindparam("sid"),
@@ -221,7 +222,7 @@ class Store:
     def switchovers(self, *, unfinished_only: bool = False) -> list[Switchover]:
         query = switchovers_t.select().order_by(switchovers_t.c.created_at, switchovers_t.c.id)
         if unfinished_only:
-            query = query.where(switchovers_t.c.phase.not_in(_FINISHED))
+            query = query.where(_UNFINISHED)
         with self.engine.connect() as conn:
             return [_switchover(row) for row in conn.execute(query)]
 

@@ -545,9 +545,8 @@ class LocalDriver:
         it is gone or the request could not be sent (`_finish_handoff` then asks once more)."""
         if not self._process_alive(src):
             return None
-        body = {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)}
         try:
-            return self._send(src, "POST", "/admin/handoff", body)
+            return self._send(src, "POST", "/admin/handoff", self._handoff_body(src, dst))
         except _TRANSPORT_ERRORS:
             return None
 
@@ -561,14 +560,17 @@ class LocalDriver:
             if not self._process_alive(src):
                 return False
             try:
-                answer = self._call(src, "POST", "/admin/handoff",
-                                    {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)})
+                answer = self._call(src, "POST", "/admin/handoff", self._handoff_body(src, dst))
             except ResourceUnreachableError:
                 return False
         status, reply = answer
         if status != 200:
             raise DriverError(f"handoff {src['id']!r} -> {dst['id']!r} refused: {status} {reply}")
         return True
+
+    def _handoff_body(self, src: dict, dst: dict) -> dict:
+        """Forward to `dst`, after copying what changed since the pair's last sync."""
+        return {"to": self._url(dst), "since": self._cursors.get((src["id"], dst["id"]), 0)}
 
     def _send(self, record: dict, method: str, path: str, body: dict | None = None, timeout: float = 5.0
               ) -> http.client.HTTPConnection:
