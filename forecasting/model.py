@@ -148,14 +148,15 @@ class DeepARNetwork(nn.Module):
         h, c = fold(h, 1), fold(c, 1)
         scale = fold(scale, 0)
         history = fold(buffer, 0).T.contiguous()  # [steps, rows]
-        future_covariates = fold(covariates[:, context:], 0).transpose(0, 1).contiguous()  # [horizon, rows, F]
         lag_index = lag_index[context:]
         write_at, num_lags = max_lag + context, lag_index.shape[1]
-        step_input = history.new_empty(history.shape[1], 1, num_lags + future_covariates.shape[2])
+        # Every step's RNN input, covariates written in one copy up front; each step then only fills
+        # in its lags and hands the RNN a contiguous [rows, 1, inputs] slice.
+        step_inputs = history.new_empty(horizon, history.shape[1], num_lags + covariates.shape[2])
+        step_inputs[:, :, num_lags:] = fold(covariates[:, context:], 0).transpose(0, 1)
         for step in range(horizon):
-            step_input[:, 0, :num_lags] = history.index_select(0, lag_index[step]).T
-            step_input[:, 0, num_lags:] = future_covariates[step]
-            output, (h, c) = self.rnn(step_input, (h, c))
+            step_inputs[step, :, :num_lags] = history.index_select(0, lag_index[step]).T
+            output, (h, c) = self.rnn(step_inputs[step].unsqueeze(1), (h, c))
             value = self.head.sample(output[:, 0], scale, generator)
             history[write_at + step] = value / scale[:, 0]
         paths = history[write_at:write_at + horizon].T * scale

@@ -26,6 +26,9 @@ from forecasting.windows import CovariateScaler, WindowShape, build_tensors, las
 
 FORMAT_VERSION = 1
 MODEL_FILE, WEIGHTS_FILE = "model.json", "weights.pt"
+# Paths stepped together on a CPU: measured on M4 hourly (2 layers × 40, 100 samples), 2,048-4,096
+# ran fastest; beyond that a step's gate tensors spill out of the cache.
+CPU_PATHS_PER_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,19 @@ class DeepARPredictor:
                                  f"the data declares {list(given)}")
 
     def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0,
-                max_paths_per_batch: int = 65536, device: str = "cpu") -> Forecast:
+                max_paths_per_batch: int | None = None, device: str = "cpu") -> Forecast:
         """Sample paths for every cluster of `panel`, starting one step after its last observation.
 
         Paths of up to `max_paths_per_batch` (clusters × samples) advance together; `device`
-        ("cpu", "cuda") is where the sampling runs."""
+        ("cpu", "cuda") is where the sampling runs. The default is sized per device: on a CPU a
+        step's tensors for 4,096 paths stay in cache (41,400 paths at once ran 2.2x slower on
+        M4 hourly here), an accelerator wants the widest batch."""
         if horizon < 1 or num_samples < 1:
             raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
+        if max_paths_per_batch is None:
+            max_paths_per_batch = CPU_PATHS_PER_BATCH if torch.device(device).type == "cpu" else 65536
+        if max_paths_per_batch < 1:
+            raise ValueError(f"max_paths_per_batch must be >= 1, got {max_paths_per_batch}")
         self.check_panel(panel)
         panel.require_future(horizon)
         meta = self.metadata
