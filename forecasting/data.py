@@ -103,6 +103,11 @@ class Panel:
         """Only the rows with observed demand."""
         return self.frame[self.frame[DEMAND].notna()]
 
+    def holds_counts(self) -> bool:
+        """Whether every observed demand is a non-negative whole number (what a count model can fit)."""
+        demand = self.history()[DEMAND]
+        return bool((demand >= 0).all() and (demand == demand.round()).all())
+
     def lengths(self) -> pd.Series:
         return self.history().groupby(ID, sort=False).size()
 

@@ -44,6 +44,7 @@ class DeepARConfig:
     gradient_clip: float = 10.0
     patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
     lr_patience: int = 10  # epochs without improvement before the learning rate is halved
+    lr_schedule: str = "plateau"  # or "cosine": decay to 1 % over max_epochs (see lightning.LR_SCHEDULES)
     validate: bool = True  # hold out each series' last prediction_length steps for validation
     seed: int = 0
     accelerator: str = "auto"
@@ -69,6 +70,8 @@ class DeepARConfig:
             raise ValueError(f"embedding_dim must be >= 0 (0: no cluster embedding), got {self.embedding_dim}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lags is not None and (not self.lags or min(self.lags) < 1):
@@ -134,6 +137,9 @@ class DeepARForecaster:
     def fit(self, panel: Panel, *, callbacks: Sequence[Any] = (), logger: Any = False) -> DeepARForecaster:
         """Train on `panel`. `callbacks` and `logger` (Lightning's) follow the first ensemble member."""
         cfg = self.config
+        if cfg.distribution == "negative_binomial" and not panel.holds_counts():
+            raise ValueError(f"{panel.source}: distribution 'negative_binomial' models counts, but the demand holds "
+                             "negative or fractional values; use 'student_t'")
         torch.set_num_threads(cfg.num_threads or available_cpus())
         network_config = self.network_config(panel)
         shape = WindowShape(max(network_config.lags), network_config.context_length, cfg.prediction_length)
@@ -175,7 +181,8 @@ class DeepARForecaster:
         data = WindowDataModule(tensors, shape, cfg.batch_size, cfg.batches_per_epoch, seed, cfg.validate)
         monitor = "val_loss" if cfg.validate else "train_loss"
         module = DeepARLightningModule(network_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                       lr_patience=cfg.lr_patience, monitor=monitor)
+                                       lr_patience=cfg.lr_patience, monitor=monitor, lr_schedule=cfg.lr_schedule,
+                                       total_steps=cfg.max_epochs * cfg.batches_per_epoch)
         best = BestWeights(monitor)
         history = EpochHistory()
         all_callbacks: list[Any] = [best, history, *callbacks]

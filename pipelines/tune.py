@@ -38,8 +38,7 @@ def search_space(trial: Any, base: TrainConfig, panel: Panel) -> dict[str, Any]:
     """The model's main knobs, as nested overrides of the training config."""
     h = base.horizon
     distributions = ["student_t"]
-    demand = panel.history()["demand"]
-    if (demand >= 0).all() and (demand == demand.round()).all():
+    if panel.holds_counts():
         distributions.append("negative_binomial")  # only counts can be negative-binomial
     return {
         "model": {

@@ -132,3 +132,75 @@ def test_an_ensemble_mixes_its_members_paths_and_round_trips(seasonal_panel, tmp
     np.testing.assert_array_equal(mixed[:, :5], alone)
     loaded = DeepARPredictor.load(ensemble.predictor.save(tmp_path / "ensemble"))
     np.testing.assert_array_equal(loaded.predict(history, 12, 10, seed=4).samples, mixed)
+
+
+def test_negative_binomial_on_fractional_demand_is_refused_before_training(seasonal_panel):
+    counts = seasonal_panel.cut(12)
+    assert counts.holds_counts()  # the synthetic demand is whole requests
+    frame = counts.frame.assign(demand=counts.frame["demand"] + 0.25)
+    history = counts.replace_frame(frame)
+    assert not history.holds_counts()
+    with pytest.raises(ValueError, match="'negative_binomial' models counts.*use 'student_t'"):
+        DeepARForecaster(DeepARConfig(**{**TINY, "distribution": "negative_binomial"})).fit(history)
+
+
+def test_the_logged_epoch_train_loss_is_the_mean_of_that_epochs_batch_losses(seasonal_panel):
+    import lightning.pytorch as pl
+
+    class BatchLosses(pl.Callback):
+        def __init__(self) -> None:
+            self.epochs: list[list[float]] = []
+            self.logged: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self.epochs.append([])
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.epochs[-1].append(float(outputs["loss"]))
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            self.logged.append(float(trainer.callback_metrics["train_loss"]))
+
+    seen = BatchLosses()
+    config = {**TINY, "max_epochs": 3, "batches_per_epoch": 7, "validate": False}
+    model = DeepARForecaster(DeepARConfig(**config)).fit(seasonal_panel.cut(12), callbacks=[seen])
+    assert [len(e) for e in seen.epochs] == [7, 7, 7]
+    np.testing.assert_allclose(seen.logged, [np.mean(e) for e in seen.epochs], rtol=1e-5)
+    assert [row["train_loss"] for row in model.summary.history] == pytest.approx(seen.logged, rel=1e-6)
+
+
+def test_the_cosine_schedule_ends_training_at_one_percent_of_the_learning_rate(seasonal_panel):
+    import lightning.pytorch as pl
+
+    class LearningRates(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    rates = LearningRates()
+    config = {**TINY, "max_epochs": 4, "batches_per_epoch": 5, "lr": 2e-3, "lr_schedule": "cosine", "validate": False}
+    DeepARForecaster(DeepARConfig(**config)).fit(seasonal_panel.cut(12), callbacks=[rates])
+    total = 20
+    expected = [2e-5 + (2e-3 - 2e-5) * (1 + np.cos(np.pi * step / total)) / 2 for step in range(total)]
+    np.testing.assert_allclose(rates.seen, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="lr_schedule must be 'plateau' or 'cosine'"):
+        DeepARConfig(lr_schedule="linear")
+
+
+def test_paths_are_stepped_in_batches_of_whole_clusters_of_any_size(tiny_model, seasonal_panel):
+    history = seasonal_panel.cut(12)
+    predictor = tiny_model.predictor
+    one_cluster_a_time = predictor.predict(history, 12, 40, seed=2, max_paths_per_batch=40).samples
+    smaller_than_one_cluster = predictor.predict(history, 12, 40, seed=2, max_paths_per_batch=7).samples
+    all_at_once = predictor.predict(history, 12, 40, seed=2, max_paths_per_batch=10_000).samples
+    # A batch never splits a cluster's paths, so below one cluster's worth it is one cluster a time.
+    np.testing.assert_array_equal(one_cluster_a_time, smaller_than_one_cluster)
+    assert all_at_once.shape == one_cluster_a_time.shape == (6, 40, 12)
+    # Other batches draw other random numbers from the same distribution: each cluster's median over
+    # many paths and steps agrees.
+    wide = [predictor.predict(history, 12, 400, seed=2, max_paths_per_batch=m).samples for m in (400, 10_000)]
+    np.testing.assert_allclose(*(np.median(w.reshape(6, -1), axis=1) for w in wide), rtol=0.05)
+    with pytest.raises(ValueError, match="max_paths_per_batch must be >= 1"):
+        predictor.predict(history, 12, 40, max_paths_per_batch=0)
