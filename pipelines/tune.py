@@ -34,11 +34,11 @@ class TuneOptions:
     threads: int | None = None
 
 
-def search_space(trial: Any, base: TrainConfig, panel: Panel) -> dict[str, Any]:
+def search_space(trial: Any, base: TrainConfig, panel: Panel | None) -> dict[str, Any]:
     """The model's main knobs, as nested overrides of the training config."""
     h = base.horizon
     distributions = ["student_t"]
-    if panel.holds_counts():
+    if panel is None or panel.holds_counts():  # None: only the knobs' names are wanted
         distributions.append("negative_binomial")  # only counts can be negative-binomial
     return {
         "model": {
@@ -48,7 +48,8 @@ def search_space(trial: Any, base: TrainConfig, panel: Panel) -> dict[str, Any]:
             "dropout": trial.suggest_float("dropout", 0.0, 0.3),
             "distribution": trial.suggest_categorical("distribution", distributions),
         },
-        "trainer": {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)},
+        "trainer": {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+                    "lr_schedule": trial.suggest_categorical("lr_schedule", ["plateau", "cosine"])},
     }
 
 
@@ -111,6 +112,19 @@ def run_worker(base: TrainConfig, panel: Panel, options: TuneOptions) -> None:
                        catch=(ValueError, RuntimeError))
 
 
+class _KnobNames:
+    """Stands in for a trial to read the search space's layout: every suggestion is the first choice."""
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return choices[0]
+
+    def suggest_int(self, name: str, low: int, high: int, **_: Any) -> int:
+        return low
+
+    def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
+        return low
+
+
 def best_config(base: TrainConfig, options: TuneOptions) -> tuple[TrainConfig, float, int]:
     """The base config with the best trial's values, its score and trial number."""
     study = open_study(options)
@@ -118,11 +132,11 @@ def best_config(base: TrainConfig, options: TuneOptions) -> tuple[TrainConfig, f
         best = study.best_trial
     except ValueError:
         raise ValueError(f"study {options.study_name!r} has no completed trial yet") from None
-    p = best.params
-    overrides = {
-        "model": {k: p[k] for k in ("context_length", "hidden_size", "num_layers", "dropout", "distribution")},
-        "trainer": {"lr": p["lr"]},
-    }
+    # Which section each searched knob belongs to, read off the search space itself (a study begun
+    # before a knob was added lacks it: the base config's value stands).
+    sections = search_space(_KnobNames(), base, panel=None)
+    overrides = {section: {k: best.params[k] for k in knobs if k in best.params}
+                 for section, knobs in sections.items()}
     return merged(base, overrides), float(best.value), best.number
 
 

@@ -30,7 +30,7 @@ def _config(tmp: Path, seed: int = 1, **retrain) -> dict:
         "data": {"synthetic": {"num_clusters": 4, "days": 21, "seed": seed}},
         "horizon": 12,
         "model": {"context_length": 24, "hidden_size": 16, "num_layers": 1},
-        "trainer": {"batch_size": 32, "batches_per_epoch": 10, "max_epochs": 2, "patience": 0, "progress_bar": False},
+        "trainer": {"batch_size": 32, "batches_per_epoch": 10, "max_epochs": 4, "patience": 0, "progress_bar": False},
         "mlflow": {"experiment": "test-retrain", "register_as": NAME},
         "output_dir": str(tmp / f"out-{seed}-{retrain.get('margin', 'default')}"),
         "num_samples": 20,

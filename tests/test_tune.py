@@ -38,6 +38,7 @@ def test_two_workers_share_one_study_and_write_the_best_config(tmp_path):
     best = load_config(tmp_path / "best.yaml", TrainConfig)
     assert best.model.hidden_size == study.best_trial.params["hidden_size"]
     assert best.trainer.lr == pytest.approx(study.best_trial.params["lr"])
+    assert best.trainer.lr_schedule == study.best_trial.params["lr_schedule"]
     assert f"trial {study.best_trial.number}" in (tmp_path / "best.yaml").read_text().splitlines()[0]
 
     runs = mlflow.search_runs(experiment_names=["tune-test"], output_format="list")
@@ -53,3 +54,27 @@ def test_unknown_config_key_fails_before_any_trial(tmp_path):
                              "--storage", f"sqlite:///{tmp_path / 'o.db'}"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "model.hidden: unknown key" in result.stderr
+
+
+def test_the_best_trial_overrides_only_the_knobs_it_searched(tmp_path):
+    """A study begun before `lr_schedule` was searched: its best trial leaves the base's schedule."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from pipelines.settings import parse_config
+    from pipelines.tune import TuneOptions, best_config
+
+    options = TuneOptions(trials=1, storage=f"sqlite:///{tmp_path / 'old.db'}", study_name="old")
+    study = optuna.create_study(study_name="old", storage=options.storage)
+    params = {"context_length": 24, "hidden_size": 20, "num_layers": 2, "dropout": 0.1,
+              "distribution": "student_t", "lr": 0.004}
+    distributions = {"context_length": CategoricalDistribution([12, 24]), "hidden_size": CategoricalDistribution([20, 40]),
+                     "num_layers": IntDistribution(1, 3), "dropout": FloatDistribution(0.0, 0.3),
+                     "distribution": CategoricalDistribution(["student_t"]), "lr": FloatDistribution(1e-4, 1e-2)}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.2))
+    base = parse_config({"data": {"synthetic": {"num_clusters": 2}}, "horizon": 12,
+                         "trainer": {"lr_schedule": "plateau", "batch_size": 16}})
+    best, score, number = best_config(base, options)
+    assert (score, number) == (0.2, 0)
+    assert (best.model.context_length, best.model.hidden_size, best.model.num_layers) == (24, 20, 2)
+    assert best.trainer.lr == 0.004
+    assert (best.trainer.lr_schedule, best.trainer.batch_size) == ("plateau", 16)  # not searched: the base's
