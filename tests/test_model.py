@@ -205,3 +205,26 @@ def test_paths_are_stepped_in_batches_of_whole_clusters_of_any_size(tiny_model, 
     np.testing.assert_array_equal(all_at_once, predictor.predict(history, 12, 40, seed=2, max_paths_per_batch=240).samples)
     with pytest.raises(ValueError, match="max_paths_per_batch must be >= 1"):
         predictor.predict(history, 12, 40, max_paths_per_batch=0)
+
+
+def test_the_layered_training_pass_computes_the_same_lstm():
+    """Training with dropout runs the LSTM layer by layer with our own mask: with the mask keeping
+    everything it must equal the fused call, and with p > 0 it must drop something, reproducibly."""
+    import dataclasses
+
+    from forecasting.model import DeepARNetwork, NetworkConfig
+
+    torch.manual_seed(0)
+    config = NetworkConfig(freq="h", lags=(1, 2), context_length=6, prediction_length=3, num_clusters=2,
+                           time_features=(), hidden_size=8, num_layers=3, dropout=1e-9)
+    network = DeepARNetwork(config).train()
+    inputs = torch.randn(5, 9, config.input_size)
+    fused = network.rnn(inputs)[0]
+    torch.testing.assert_close(network.run_rnn(inputs), fused, rtol=1e-5, atol=1e-6)
+    network.config = dataclasses.replace(config, dropout=0.5)
+    torch.manual_seed(3)
+    dropped = network.run_rnn(inputs)
+    torch.manual_seed(3)
+    torch.testing.assert_close(network.run_rnn(inputs), dropped)
+    assert not torch.allclose(dropped, fused, atol=1e-3)
+    torch.testing.assert_close(network.eval().run_rnn(inputs), fused)  # no dropout outside training
