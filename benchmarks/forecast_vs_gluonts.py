@@ -14,9 +14,10 @@ over full-length fits with seeds 0, 1, 2 of each (`--seeds`; each seed's score i
 Both use a 96-step context (GluonTS's default is the 48-step horizon;
 ours overfits M4 through its cluster embedding with 48, see forecasting/seasonality.py and the note
 in the README). Each trains with its own defaults otherwise: ours decays the learning rate along a
-cosine and keeps the last weights, GluonTS halves it on a plateau. Besides the equal-budget pair, the default run also trains our *tuned* M4 config
-(`configs/m4-hourly.yaml`: the same network, an ensemble of 4 seeds) and reports its accuracy and fit
-time (`ours_tuned_*`). The last line printed is one JSON object.
+cosine and keeps the last weights, GluonTS halves it on a plateau. Besides the equal-budget pair,
+the default run also trains our *tuned* M4 config (`configs/m4-hourly.yaml`: the same network, an
+ensemble of 4 seeds) and reports its accuracy and fit time (`ours_tuned_*`). The last line printed
+is one JSON object.
 """
 
 from __future__ import annotations

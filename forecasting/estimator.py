@@ -211,7 +211,8 @@ class DeepARForecaster:
         if best is not None and best.state is not None:
             network.load_state_dict(best.state)
         summary = FitSummary(epochs=trainer.current_epoch, steps=trainer.global_step * cfg.batch_size,
-                             best_val_loss=best.score if best is not None else None, train_seconds=elapsed, history=history.rows)
+                             best_val_loss=best.score if best is not None else None, train_seconds=elapsed,
+                             history=history.rows)
         return network, summary
 
     def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0) -> Forecast:
