@@ -72,3 +72,32 @@ def test_sampling_is_reproducible_with_a_seeded_generator():
 def test_unknown_distribution_name():
     with pytest.raises(ValueError, match="unknown distribution 'gaussian'"):
         make_head("gaussian", 4)
+
+
+@pytest.mark.parametrize("df", [2.2, 4.0, 30.0])
+def test_the_path_sampler_draws_student_t_quantiles_in_scaled_units_for_every_step(df):
+    """Prediction's sampler (Bailey's polar method, uniforms drawn for all steps up front) against
+    scipy: values are in mean-scaled units, so the series scale must not show in them."""
+    loc, spread, n, horizon = -0.5, 1.5, 200_000, 3
+    head = head_with_raw(StudentTHead, [softplus_inverse(df - 2.0), loc, softplus_inverse(spread)])
+    draw = head.path_sampler(torch.full((n, 1), 40.0), horizon, torch.Generator().manual_seed(4))
+    steps = [draw(torch.zeros(n, 1), at).numpy() for at in range(horizon)]
+    for values in steps:
+        for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+            expected = stats.t.ppf(q, df, loc=loc, scale=spread)
+            assert np.quantile(values, q) == pytest.approx(expected, abs=0.02 + 0.02 * abs(expected - loc))
+    assert np.corrcoef(steps[0], steps[1])[0, 1] == pytest.approx(0.0, abs=0.01)  # fresh noise each step
+
+
+def test_the_student_t_training_loss_is_minus_torchs_log_prob_in_value_and_gradient():
+    """`nll` writes StudentT.log_prob out by hand (for speed); it must be the same function."""
+    torch.manual_seed(0)
+    head = StudentTHead(hidden_size=5).double()
+    features = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(1, 4, 1, dtype=torch.float64) * 50 + 0.1
+    target = torch.randn(7, 4, dtype=torch.float64) * 30
+    ours, torchs = head.nll(features, scale, target), -head(features, scale).log_prob(target)
+    torch.testing.assert_close(ours, torchs, rtol=1e-12, atol=1e-12)
+    inputs = [features, *head.parameters()]
+    for a, b in zip(torch.autograd.grad(ours.sum(), inputs), torch.autograd.grad(torchs.sum(), inputs), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
