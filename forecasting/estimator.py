@@ -20,6 +20,7 @@ import torch
 
 from forecasting.data import Panel
 from forecasting.forecast import Forecast
+from forecasting.memory import keep_freed_memory
 from forecasting.model import NetworkConfig
 from forecasting.predictor import DeepARPredictor, ModelMetadata
 from forecasting.seasonality import lags_for, time_feature_names
@@ -143,6 +144,7 @@ class DeepARForecaster:
             raise ValueError(f"{panel.source}: distribution 'negative_binomial' models counts, but the demand holds "
                              "negative or fractional values; use 'student_t'")
         torch.set_num_threads(cfg.num_threads or available_cpus())
+        keep_freed_memory()  # each step's tensors reuse the last step's pages: see forecasting/memory.py
         network_config = self.network_config(panel)
         shape = WindowShape(max(network_config.lags), network_config.context_length, cfg.prediction_length)
         metadata = ModelMetadata(

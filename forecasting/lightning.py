@@ -32,6 +32,26 @@ class DeepARLightningModule(pl.LightningModule):
         self.lr_schedule, self.total_steps = lr_schedule, total_steps
         self._epoch_loss_sum: torch.Tensor | None = None
         self._epoch_batches = 0
+        self._flat_grads: FlatGradients | None = None
+
+    def on_train_start(self) -> None:
+        # One process: every gradient lives in one buffer (see FlatGradients). Under DDP the
+        # strategy's reducer owns the gradient tensors, so Lightning's own handling stays.
+        if self.trainer.world_size == 1:
+            self._flat_grads = FlatGradients.attach([p for p in self.parameters() if p.requires_grad])
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        if self._flat_grads is None:
+            return super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+        self._flat_grads.zero_()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if (self._flat_grads is not None and gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+                and self._flat_grads.intact()):
+            self._flat_grads.clip_norm_(float(gradient_clip_val))
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.network.loss(batch)
@@ -68,10 +88,56 @@ class DeepARLightningModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
 
-class _SampledWindows(IterableDataset):
-    """`batches` random batches per epoch, each gathered in one tensor operation.
+class FlatGradients:
+    """The parameters' gradients as views into one flat buffer, so that zeroing them and clipping
+    their total norm are one or two tensor ops instead of ~30 small ones over 11 tensors (the
+    clipping alone measured ~0.3 ms a CPU step inside training, ~3 %). Backward accumulates into
+    existing gradients in place, so the views stay attached; `zero_` re-attaches any gradient that
+    something else replaced or dropped."""
 
-    Under DDP every process draws its own batches from a generator seeded by (seed, epoch, rank)."""
+    def __init__(self, parameters: list[torch.Tensor], buffer: torch.Tensor, views: list[torch.Tensor]) -> None:
+        self.parameters, self.buffer, self.views = parameters, buffer, views
+
+    @classmethod
+    def attach(cls, parameters: list[torch.Tensor]) -> FlatGradients | None:
+        """None when the parameters do not share one device and dtype (then nothing is attached)."""
+        if not parameters or len({(p.device, p.dtype) for p in parameters}) != 1:
+            return None
+        buffer = torch.zeros(sum(p.numel() for p in parameters), dtype=parameters[0].dtype,
+                             device=parameters[0].device)
+        views = list(torch.split(buffer, [p.numel() for p in parameters]))
+        views = [view.view_as(p) for view, p in zip(views, parameters, strict=True)]
+        flat = cls(parameters, buffer, views)
+        flat.zero_()
+        return flat
+
+    def intact(self) -> bool:
+        return all(p.grad is v for p, v in zip(self.parameters, self.views, strict=True))
+
+    def zero_(self) -> None:
+        self.buffer.zero_()
+        for p, view in zip(self.parameters, self.views, strict=True):
+            if p.grad is not view:
+                p.grad = view
+
+    def clip_norm_(self, max_norm: float) -> None:
+        """Scale every gradient so that their joint L2 norm is at most `max_norm` (as
+        `torch.nn.utils.clip_grad_norm_` does, without a device sync)."""
+        norm = torch.linalg.vector_norm(self.buffer)
+        self.buffer.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
+
+
+class _SampledWindows(IterableDataset):
+    """`batches` random batches per epoch, each a slice of a block of windows gathered in one tensor
+    operation per field.
+
+    A block holds up to `WINDOWS_PER_GATHER` windows (whole batches): one gather per field for many
+    batches instead of a dozen small ops per batch, ~0.3 ms a step at batch 32 on a CPU, where a
+    step takes ~9 ms. The draws leave the generator in the same order, so the batches are exactly
+    those of gathering batch by batch. Under DDP every process draws its own batches from a
+    generator seeded by (seed, epoch, rank)."""
+
+    WINDOWS_PER_GATHER = 2048
 
     def __init__(self, sampler: WindowSampler, batch_size: int, batches: int, seed: int) -> None:
         self.sampler, self.batch_size, self.batches, self.seed = sampler, batch_size, batches, seed
@@ -81,8 +147,13 @@ class _SampledWindows(IterableDataset):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + self.rank)
         self.epoch += 1
-        for _ in range(self.batches):
-            yield self.sampler.sample(self.batch_size, generator)
+        per_block = max(1, self.WINDOWS_PER_GATHER // self.batch_size)
+        for first in range(0, self.batches, per_block):
+            count = min(per_block, self.batches - first)
+            block = self.sampler.sample(count * self.batch_size, generator)
+            for b in range(count):
+                rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield {k: v[rows] for k, v in block.items()}
 
 
 class _FixedBatches(IterableDataset):

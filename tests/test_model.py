@@ -228,3 +228,55 @@ def test_the_layered_training_pass_computes_the_same_lstm():
     torch.testing.assert_close(network.run_rnn(inputs), dropped)
     assert not torch.allclose(dropped, fused, atol=1e-3)
     torch.testing.assert_close(network.eval().run_rnn(inputs), fused)  # no dropout outside training
+
+
+def test_flat_gradients_zero_and_clip_like_torch_and_reattach_what_was_replaced():
+    """Training keeps every gradient in one buffer: zeroing and norm clipping on it must give the
+    updates torch's own zero_grad + clip_grad_norm_ give, step after step."""
+    from forecasting.lightning import FlatGradients
+    from forecasting.model import DeepARNetwork, NetworkConfig
+
+    config = NetworkConfig(freq="h", lags=(1, 2), context_length=6, prediction_length=3, num_clusters=2,
+                           time_features=(), hidden_size=8, num_layers=2, dropout=0.0)
+    torch.manual_seed(0)
+    ours, theirs = DeepARNetwork(config), DeepARNetwork(config)
+    theirs.load_state_dict(ours.state_dict())
+    batch = {"target": torch.rand(4, 11) * 10, "observed": torch.ones(4, 11), "time_feat": torch.zeros(4, 9, 0),
+             "known": torch.zeros(4, 9, 0), "past_prev": torch.zeros(4, 9, 0), "cluster": torch.tensor([0, 1, 0, 1])}
+    flat = FlatGradients.attach(list(ours.parameters()))
+    ours_opt, theirs_opt = torch.optim.Adam(ours.parameters(), lr=0.1), torch.optim.Adam(theirs.parameters(), lr=0.1)
+    for step in range(3):
+        if step == 1:
+            next(ours.parameters()).grad = None  # something dropped a gradient: zero_ puts the view back
+        flat.zero_()
+        assert flat.intact()
+        ours.loss(batch).backward()
+        flat.clip_norm_(0.05)  # far below the raw norm, so the clipping is exercised
+        ours_opt.step()
+        theirs_opt.zero_grad()
+        theirs.loss(batch).backward()
+        assert float(torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.05)) > 0.05
+        theirs_opt.step()
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.linalg.vector_norm(flat.buffer) == pytest.approx(0.05, rel=1e-4)
+    next(ours.parameters()).grad = torch.zeros_like(next(ours.parameters()))
+    assert not flat.intact()  # the Lightning hook then falls back to Lightning's own clipping
+    assert FlatGradients.attach([torch.zeros(2), torch.zeros(2, dtype=torch.float64)]) is None
+
+
+def test_the_dropout_mask_drops_p_of_the_elements_independently():
+    from forecasting.model import dropout_mask
+
+    torch.manual_seed(0)
+    like = torch.empty(144, 32, 41)  # not a multiple of 4 elements
+    dropped, p = dropout_mask(like, 0.1)
+    assert dropped.shape == like.shape and dropped.dtype == torch.bool
+    assert p == round(0.1 * 65536) / 65536
+    many = torch.cat([dropout_mask(like, 0.1)[0].flatten() for _ in range(20)]).float()
+    assert float(many.mean()) == pytest.approx(p, abs=0.002)
+    # Neighbouring elements (which share a 64-bit draw) are independent.
+    pairs = many.view(-1, 2)
+    assert float((pairs[:, 0] * pairs[:, 1]).mean()) == pytest.approx(p * p, abs=0.001)
+    assert not dropout_mask(like, 1e-9)[0].any()
+    assert dropout_mask(like, 0.999999)[1] < 1.0

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecasting.data import validate_panel
+from forecasting.synthetic import SyntheticSpec, generate_panel
 from forecasting.windows import CovariateScaler, WindowSampler, WindowShape, build_tensors, gather_windows, last_windows
 
 
@@ -79,3 +80,25 @@ def test_sampled_windows_never_predict_the_holdout(lengths, holdout, seed):
     assert (position[observed] < (lengths_t[cluster][:, None] - holdout).expand_as(position)[observed]).all()
     # Each window's context holds at least one observation.
     assert (batch["observed"][:, shape.max_lag:shape.max_lag + shape.context].sum(1) > 0).all()
+
+
+def test_batches_sliced_from_one_gather_are_the_batches_gathered_one_by_one():
+    """Training gathers windows for several batches at once; the batches must be exactly those of
+    sampling batch by batch from the same generator (a short last block included)."""
+    from forecasting.lightning import _SampledWindows
+
+    panel = generate_panel(SyntheticSpec(num_clusters=6, days=28, seed=3))
+    shape = WindowShape(24, 24, 12)
+    t = build_tensors(panel, known=CovariateScaler.fit(panel, panel.known_covariates),
+                      past=CovariateScaler.fit(panel, panel.past_covariates),
+                      cluster_vocab={c: i for i, c in enumerate(panel.cluster_ids)},
+                      time_feature_names=("hour_of_day",), left_pad=shape.span)
+    sampler = WindowSampler(t, shape)
+    windows = _SampledWindows(sampler, batch_size=8, batches=7, seed=5)
+    windows.WINDOWS_PER_GATHER = 24  # blocks of 3 batches: 3 + 3 + 1
+    blocked = list(windows)
+    generator = torch.Generator().manual_seed(5 * 1_000_003)
+    one_by_one = [sampler.sample(8, generator) for _ in range(7)]
+    assert len(blocked) == 7
+    for a, b in zip(blocked, one_by_one, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
