@@ -7,11 +7,13 @@ GluonTS — so the serving process starts fast.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch
 
 from forecasting.data import Panel
 from forecasting.forecast import Forecast
+from forecasting.memory import keep_freed_memory
 from forecasting.model import DeepARNetwork, NetworkConfig
 from forecasting.windows import CovariateScaler, WindowShape, build_tensors, last_windows
 
@@ -85,21 +88,32 @@ class DeepARPredictor:
                                  f"the data declares {list(given)}")
 
     def predict(self, panel: Panel, horizon: int, num_samples: int = 100, seed: int = 0,
-                max_paths_per_batch: int | None = None, device: str = "cpu") -> Forecast:
+                max_paths_per_batch: int | None = None, device: str = "cpu", streams: int | None = None) -> Forecast:
         """Sample paths for every cluster of `panel`, starting one step after its last observation.
 
         Paths of up to `max_paths_per_batch` (clusters × samples) advance together; `device`
         ("cpu", "cuda") is where the sampling runs. The default is sized per device: on a CPU a
         step's tensors for 4,096 paths stay in cache (41,400 paths at once ran 2.2x slower on
-        M4 hourly here), an accelerator wants the widest batch."""
+        M4 hourly here), an accelerator wants the widest batch.
+
+        On a CPU the batches are shared among `streams` threads (default: torch's intra-op thread
+        count), each stepping its batches on one core with its own copy of the networks: one LSTM
+        step on 4,096 paths is too small to split across cores (two OpenMP threads ran it slower than
+        one here), while independent batches side by side keep every core busy without handing off
+        work at each step. A batch's paths come from its own seed (derived from `seed` and its
+        position), so the forecast does not depend on `streams` or on thread timing."""
         if horizon < 1 or num_samples < 1:
             raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
+        on_cpu = torch.device(device).type == "cpu"
         if max_paths_per_batch is None:
-            max_paths_per_batch = CPU_PATHS_PER_BATCH if torch.device(device).type == "cpu" else 65536
+            max_paths_per_batch = CPU_PATHS_PER_BATCH if on_cpu else 65536
         if max_paths_per_batch < 1:
             raise ValueError(f"max_paths_per_batch must be >= 1, got {max_paths_per_batch}")
+        if streams is not None and streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
         self.check_panel(panel)
         panel.require_future(horizon)
+        keep_freed_memory()  # see forecasting/memory.py
         meta = self.metadata
         shape = WindowShape(max(meta.network.lags), meta.network.context_length, horizon)
         tensors = build_tensors(panel, known=meta.known, past=meta.past, cluster_vocab=meta.cluster_vocab,
@@ -108,14 +122,22 @@ class DeepARPredictor:
         batch = last_windows(tensors, shape, future=True)
         members = [network.to(device) for network in self.members]
         shares = [num_samples // len(members) + (m < num_samples % len(members)) for m in range(len(members))]
-        generator = torch.Generator(device=device).manual_seed(seed)
         per_chunk = max(1, max_paths_per_batch // num_samples)
-        chunks = []
-        with torch.inference_mode():
-            for lo in range(0, tensors.num_clusters, per_chunk):
-                part = {k: v[lo:lo + per_chunk].to(device) for k, v in batch.items()}
-                draws = [network.sample(part, n, generator) for network, n in zip(members, shares, strict=True) if n]
-                chunks.append(torch.cat(draws, dim=1).cpu())
+        starts_at = list(range(0, tensors.num_clusters, per_chunk))
+
+        def sample_chunk(index: int, networks: Sequence[DeepARNetwork]) -> torch.Tensor:
+            generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, index))
+            lo = starts_at[index]
+            part = {k: v[lo:lo + per_chunk].to(device) for k, v in batch.items()}
+            with torch.inference_mode():
+                draws = [network.sample(part, n, generator) for network, n in zip(networks, shares, strict=True) if n]
+            return torch.cat(draws, dim=1).cpu()
+
+        streams = min(len(starts_at), (streams or torch.get_num_threads()) if on_cpu else 1)
+        if streams <= 1:
+            chunks = [sample_chunk(index, members) for index in range(len(starts_at))]
+        else:
+            chunks = in_parallel_streams(sample_chunk, len(starts_at), members, streams)
         samples = torch.cat(chunks).numpy().astype(np.float64)
         if not panel.allow_negative:
             samples = np.clip(samples, 0.0, None)  # demand cannot be negative; the Student-t can be
@@ -151,6 +173,32 @@ class DeepARPredictor:
             network.load_state_dict(state)
             members.append(network)
         return cls(members, metadata)
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """The seed of batch `index`'s generator: well mixed, so neighbouring batches draw unrelated paths."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def in_parallel_streams(sample_chunk: Callable[[int, Sequence[DeepARNetwork]], torch.Tensor], chunks: int,
+                        networks: Sequence[DeepARNetwork], streams: int) -> list[torch.Tensor]:
+    """`sample_chunk(index, networks)` for every chunk, on `streams` threads of one intra-op thread
+    each; stream k takes chunks k, k + streams, ... with its own copy of the networks (torch's LSTM
+    module re-checks its flat weights on every call and is not safe to share between threads).
+    torch's thread count is process-wide, so the caller's is put back when the streams are done."""
+    threads_before = torch.get_num_threads()
+
+    def run_stream(k: int, own: Sequence[DeepARNetwork]) -> list[tuple[int, torch.Tensor]]:
+        torch.set_num_threads(1)
+        return [(index, sample_chunk(index, own)) for index in range(k, chunks, streams)]
+
+    try:
+        with ThreadPoolExecutor(streams, thread_name_prefix="shadowcast-sampling") as pool:
+            futures = [pool.submit(run_stream, k, [copy.deepcopy(n) for n in networks]) for k in range(streams)]
+            done = dict(pair for future in futures for pair in future.result())
+    finally:
+        torch.set_num_threads(threads_before)
+    return [done[index] for index in range(chunks)]
 
 
 def load_predictor(location: str | Path) -> DeepARPredictor:

@@ -207,6 +207,24 @@ def test_paths_are_stepped_in_batches_of_whole_clusters_of_any_size(tiny_model, 
         predictor.predict(history, 12, 40, max_paths_per_batch=0)
 
 
+def test_parallel_sampling_streams_draw_the_same_paths_and_give_back_the_thread_count(tiny_model, seasonal_panel):
+    """Batches sampled side by side on several threads give exactly the paths of one thread (each
+    batch has its own seed), and torch's process-wide thread count is put back afterwards."""
+    predictor, history = tiny_model.predictor, seasonal_panel.cut(12)
+    threads = torch.get_num_threads()
+    one = predictor.predict(history, 12, 40, seed=3, max_paths_per_batch=80, streams=1).samples
+    three = predictor.predict(history, 12, 40, seed=3, max_paths_per_batch=80, streams=3).samples
+    np.testing.assert_array_equal(one, three)
+    assert torch.get_num_threads() == threads
+    # Each batch's generator is seeded from (seed, position): fixed, and different per batch and seed.
+    from forecasting.predictor import chunk_seed
+
+    seeds = {chunk_seed(seed, index) for seed in (0, 1, 3) for index in range(4)}
+    assert len(seeds) == 12 and chunk_seed(3, 1) == chunk_seed(3, 1)
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        predictor.predict(history, 12, 40, streams=0)
+
+
 def test_the_layered_training_pass_computes_the_same_lstm():
     """Training with dropout runs the LSTM layer by layer with our own mask: with the mask keeping
     everything it must equal the fused call, and with p > 0 it must drop something, reproducibly."""
