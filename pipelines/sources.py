@@ -9,6 +9,11 @@ from pipelines.settings import DataConfig
 
 
 def load_panel(config: DataConfig) -> Panel:
+    panel = _load_source(config)
+    return panel.cut(config.hold_out) if config.hold_out else panel
+
+
+def _load_source(config: DataConfig) -> Panel:
     if config.source == "synthetic":
         return generate_panel(SyntheticSpec(**config.synthetic.model_dump()))
     if config.source == "file":

@@ -32,6 +32,14 @@ class TuneOptions:
     timeout_s: float | None = None
     seed: int | None = None
     threads: int | None = None
+    # Epochs a trial runs before the pruner may stop it. Early epochs rank configs poorly (a lower
+    # learning rate or a larger network starts slower): with pruning from epoch 1, a 10-trial M4
+    # study stopped 7 of 8 challengers at epoch 1. `prune_after_for` gives a quarter of the epochs.
+    prune_after: int = 1
+
+    @staticmethod
+    def prune_after_for(base: TrainConfig) -> int:
+        return max(1, base.trainer.max_epochs // 4)
 
 
 def search_space(trial: Any, base: TrainConfig, panel: Panel | None) -> dict[str, Any]:
@@ -69,7 +77,7 @@ def open_study(options: TuneOptions):
     return optuna.create_study(
         study_name=options.study_name, storage=storage, direction="minimize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=options.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=options.prune_after),
     )
 
 

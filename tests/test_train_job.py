@@ -93,3 +93,16 @@ def test_file_source_needs_a_path_and_yaml_must_be_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(path)
     assert isinstance(parse_config({}), TrainConfig)
+
+
+def test_a_held_out_tail_is_kept_out_of_the_job():
+    """`data.hold_out` shows a job the panel as it stood that many steps earlier (a test split kept
+    out of training and tuning); the held-out steps stay as future rows, demand unknown."""
+    config = parse_config(SMALL)
+    full = load_panel(config.data)
+    held = load_panel(parse_config({**SMALL, "data": {**SMALL["data"], "hold_out": 24}}).data)
+    assert held.cluster_ids == full.cluster_ids
+    assert ((full.last_observed() - held.last_observed()) == 24 * full.step).all()
+    assert len(held.history()) == len(full.history()) - 24 * len(full.cluster_ids)
+    with pytest.raises(ConfigError, match="hold_out"):
+        parse_config({**SMALL, "data": {**SMALL["data"], "hold_out": -1}})

@@ -78,3 +78,24 @@ def test_the_best_trial_overrides_only_the_knobs_it_searched(tmp_path):
     assert (best.model.context_length, best.model.hidden_size, best.model.num_layers) == (24, 20, 2)
     assert best.trainer.lr == 0.004
     assert (best.trainer.lr_schedule, best.trainer.batch_size) == ("plateau", 16)  # not searched: the base's
+
+
+def test_trials_are_not_pruned_before_a_quarter_of_their_epochs(tmp_path):
+    """Early epochs rank configs poorly: the pruner waits `prune_after` epochs (a quarter of
+    max_epochs from the CLI) before it may stop a trial that trails the median."""
+    from pipelines.settings import parse_config
+    from pipelines.tune import TuneOptions, open_study
+
+    assert TuneOptions.prune_after_for(parse_config({"trainer": {"max_epochs": 40}})) == 10
+    assert TuneOptions.prune_after_for(parse_config({"trainer": {"max_epochs": 3}})) == 1
+    study = open_study(TuneOptions(trials=3, storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="p", prune_after=3))
+    for _ in range(2):  # the pruner's start-up trials
+        trial = study.ask()
+        for epoch in range(6):
+            trial.report(0.1, epoch)
+        study.tell(trial, 0.1)
+    trailing = study.ask()
+    trailing.report(10.0, 1)
+    assert not trailing.should_prune()  # epoch 1 < 3: too early to judge
+    trailing.report(10.0, 3)
+    assert trailing.should_prune()

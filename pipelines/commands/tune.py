@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
             base = load_config(config, TrainConfig)
             options = TuneOptions(trials=trials, storage=storage, study_name=study or f"shadowcast-{config.stem}",
                                   timeout_s=timeout, seed=seed,
-                                  threads=threads or max(1, available_cpus() // workers))
+                                  threads=threads or max(1, available_cpus() // workers),
+                                  prune_after=TuneOptions.prune_after_for(base))
             open_study(options)  # create it once, before workers race to
             panel = load_panel(base.data)
             helpers = []
