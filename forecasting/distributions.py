@@ -81,10 +81,11 @@ class StudentTHead(DistributionHead):
         return StudentT(*self.parameters_of(raw, scale), validate_args=False)
 
     def nll(self, features: torch.Tensor, scale: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # The closed form of StudentT.log_prob, written out: building the distribution (and the Chi2 and
-        # Gamma it builds inside, whose constructors check their arguments regardless) took about a
-        # third of the loss's ~35 tensor ops a step, for a formula that needs none of it. Worked in
-        # mean-scaled units; log(scale) turns the density back into one over demand units.
+        # The closed form of StudentT.log_prob, written out: building the distribution also builds a
+        # Chi2 and a Gamma whose constructors check their arguments regardless, a dozen or so small
+        # tensor ops a step for a formula that needs none of them (equality with torch's log_prob,
+        # value and gradient, is tested). Worked in mean-scaled units; log(scale) turns the density
+        # back into one over demand units.
         raw = self.proj(features)
         positive = softplus(raw)
         half_df = 1.0 + 0.5 * positive[..., 0]  # df = 2 + softplus, so df / 2 = 1 + softplus / 2
