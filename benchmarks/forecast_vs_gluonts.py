@@ -27,13 +27,11 @@ is one JSON object.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +40,7 @@ from forecasting.baselines import GluonTSDeepAR, SeasonalNaive
 from forecasting.datasets import load_dataset
 from forecasting.estimator import DeepARConfig, DeepARForecaster
 from forecasting.metrics import interval_coverage, mean_weighted_quantile_loss
-from forecasting.predictor import CPU_PATHS_PER_BATCH
+from forecasting.predictor import CPU_PATHS_PER_BATCH, in_parallel_streams
 
 HORIZON, SAMPLES, BATCH, HIDDEN, LAYERS, BATCHES_PER_EPOCH = 48, 100, 32, 40, 2, 50
 
@@ -99,33 +97,20 @@ def bound_predict_seconds(input_size: int, paths: int, context: int, paths_per_b
     per_batch = max(1, paths_per_batch // SAMPLES)
     starts = list(range(0, series, per_batch))
 
-    def run_batches(own: torch.nn.LSTM, first: int) -> None:
+    def run_batch(index: int, own: Sequence[torch.nn.Module]) -> torch.Tensor:
+        n = min(per_batch, series - starts[index])
         with torch.inference_mode():
-            for lo in starts[first::streams]:
-                n = min(per_batch, series - lo)
-                _, (h, c) = own(torch.randn(context, n, input_size))
-                h, c = h.repeat_interleave(SAMPLES, 1), c.repeat_interleave(SAMPLES, 1)
-                x = torch.randn(1, n * SAMPLES, input_size)
-                for _ in range(HORIZON):
-                    out, (h, c) = own(x, (h, c))
+            _, (h, c) = own[0](torch.randn(context, n, input_size))
+            h, c = h.repeat_interleave(SAMPLES, 1), c.repeat_interleave(SAMPLES, 1)
+            x = torch.randn(1, n * SAMPLES, input_size)
+            for _ in range(HORIZON):
+                out, (h, c) = own[0](x, (h, c))
+        return out
 
     if streams == 1:
-        return timed(lambda: run_batches(lstm, 0))
-    threads = torch.get_num_threads()
-
-    def run_stream(k: int, own: torch.nn.LSTM) -> None:
-        torch.set_num_threads(1)
-        run_batches(own, k)
-
-    def run() -> None:
-        with ThreadPoolExecutor(streams) as pool:
-            for future in [pool.submit(run_stream, k, copy.deepcopy(lstm)) for k in range(streams)]:
-                future.result()
-
-    try:
-        return timed(run)
-    finally:
-        torch.set_num_threads(threads)
+        return timed(lambda: [run_batch(index, [lstm]) for index in range(len(starts))])
+    # The predictor's own scheduler: one-core threads, each with its own copy of the LSTM.
+    return timed(lambda: in_parallel_streams(run_batch, len(starts), [lstm], streams))
 
 
 def main() -> int:

@@ -180,15 +180,15 @@ def chunk_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
 
 
-def in_parallel_streams(sample_chunk: Callable[[int, Sequence[DeepARNetwork]], torch.Tensor], chunks: int,
-                        networks: Sequence[DeepARNetwork], streams: int) -> list[torch.Tensor]:
+def in_parallel_streams(sample_chunk: Callable[[int, Sequence[torch.nn.Module]], torch.Tensor], chunks: int,
+                        networks: Sequence[torch.nn.Module], streams: int) -> list[torch.Tensor]:
     """`sample_chunk(index, networks)` for every chunk, on `streams` threads of one intra-op thread
     each; stream k takes chunks k, k + streams, ... with its own copy of the networks (torch's LSTM
     module re-checks its flat weights on every call and is not safe to share between threads).
     torch's thread count is process-wide, so the caller's is put back when the streams are done."""
     threads_before = torch.get_num_threads()
 
-    def run_stream(k: int, own: Sequence[DeepARNetwork]) -> list[tuple[int, torch.Tensor]]:
+    def run_stream(k: int, own: Sequence[torch.nn.Module]) -> list[tuple[int, torch.Tensor]]:
         torch.set_num_threads(1)
         return [(index, sample_chunk(index, own)) for index in range(k, chunks, streams)]
 
